@@ -1,0 +1,29 @@
+"""Install and upgrade the graphile-worker schema, compatibly with Node graphile-worker.
+
+See :mod:`graphile_worker.migrations.migrator` for the rules and
+:mod:`graphile_worker.migrations.catalog` for the list of migrations.
+"""
+
+from __future__ import annotations
+
+from .catalog import (
+    BREAKING_MIGRATION_IDS,
+    EXTENSION_STEPS,
+    LATEST_MIGRATION,
+    MIGRATIONS,
+    ExtensionStep,
+    Migration,
+)
+from .migrator import MigrationReport, migrate, migrate_sync
+
+__all__ = [
+    "BREAKING_MIGRATION_IDS",
+    "EXTENSION_STEPS",
+    "LATEST_MIGRATION",
+    "MIGRATIONS",
+    "ExtensionStep",
+    "Migration",
+    "MigrationReport",
+    "migrate",
+    "migrate_sync",
+]
