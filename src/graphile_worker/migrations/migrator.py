@@ -49,7 +49,7 @@ from .catalog import EXTENSION_STEPS, LATEST_MIGRATION, MIGRATIONS, ExtensionSte
 
 __all__ = ["MigrationReport", "migrate", "migrate_sync"]
 
-logger = logging.getLogger("graphile_worker.migrations")
+logger: logging.Logger = logging.getLogger("graphile_worker.migrations")
 
 MINIMUM_SERVER_VERSION = 120000
 _DIVISION_BY_ZERO = "22012"
@@ -156,6 +156,7 @@ def _migration_plan(
 
     applied: list[int] = []
     previous: int | None = None
+    current: int | None = None
     first_look = True
     while True:
         yield _Begin()
@@ -173,6 +174,9 @@ def _migration_plan(
             first_look = False
         pending = _next_migration(state.latest, up_to)
         if pending is None:
+            # The ledger, not our own list, is the truth: a concurrent migrator (ours or Node's)
+            # may have applied the newest ids while we waited for the lock.
+            current = state.latest
             yield _Commit()
             break
         try:
@@ -192,8 +196,8 @@ def _migration_plan(
         except QueryError as error:
             if pending.id == 11 and error.sqlstate == _DIVISION_BY_ZERO:
                 raise LockedJobsError(
-                    "migration 11 cannot run while jobs or job queues are locked; stop every "
-                    "worker cleanly (or unlock them with force_unlock_workers) and migrate again"
+                    "migration 11 cannot run while jobs were locked within the last 4 hours; "
+                    "stop every worker cleanly so that it releases its jobs, then migrate again"
                 ) from error
             raise
         payload = json.dumps({"migrationNumber": pending.id, "breaking": pending.breaking})
@@ -202,7 +206,6 @@ def _migration_plan(
         applied.append(pending.id)
         logger.info("applied graphile-worker migration %06d to schema %s", pending.id, schema)
 
-    current = applied[-1] if applied else previous
     reached = current or 0
     wanted = [step for step in extensions if step.requires <= min(reached, up_to)]
     extensions_applied: list[str] = []

@@ -1,0 +1,1 @@
+"""Migration tests: parity with Node graphile-worker and the migrator's rules."""
