@@ -22,7 +22,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, runtime_checkable
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from typing_extensions import Self
 
 __all__ = [
     "AsyncExecutor",
@@ -130,6 +135,19 @@ class DatabaseDriver(AsyncExecutor, Protocol):
 
     async def aclose(self) -> None:
         """Close every connection; the driver cannot be used afterwards."""
+        ...
+
+    async def __aenter__(self) -> Self:
+        """Return the driver itself, so ``async with await create_driver(...)`` closes it."""
+        ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        """Close the driver (:meth:`aclose`)."""
         ...
 
 

@@ -1,0 +1,418 @@
+"""The fastest driver, for asyncio: asyncpg with prepared statements.
+
+Queries are written with ``:name`` placeholders; :func:`graphile_worker.sql.to_numbered`
+turns them into ``$1, $2...`` once per query text (cached), and each call only picks the
+values out of the params mapping in that order.
+
+JSON rule (the same for every driver): JSON parameters are passed as already serialised
+``str`` and cast in SQL (``CAST(:payload AS json)``); ``json``/``jsonb`` columns come back
+decoded. asyncpg would otherwise expect Python objects for json parameters when a statement
+is prepared, so a text codec that passes ``str`` through is installed on every connection.
+
+Pooled connections are not reset with ``RESET ALL; UNLISTEN *; ...`` when they go back to
+the pool (asyncpg's default): that costs a round trip per call, and our statements leave no
+session state behind. An open transaction is still rolled back by asyncpg itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections import deque
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager, suppress
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import asyncpg
+
+from ..errors import (
+    ConfigurationError,
+    ConnectionLostError,
+    GraphileWorkerError,
+    QueryError,
+    UniqueViolationError,
+)
+from ..sql import to_numbered
+from ._common import as_connection_error, check_commit_status
+from ._listener import ListenConnection, NotificationStream, validate_channels
+from ._url import resolve_url
+from .base import AsyncExecutor, Notification, Params, Row
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from types import TracebackType
+
+    from typing_extensions import Self
+
+__all__ = ["AsyncpgDriver", "translate_asyncpg_error"]
+
+logger: logging.Logger = logging.getLogger("graphile_worker.drivers")
+
+DEFAULT_STATEMENT_CACHE_SIZE = 100
+"""Prepared statements kept per connection (asyncpg's default); 0 disables them."""
+
+# --------------------------------------------------------------------------------- errors
+
+
+def _lost(error: BaseException) -> GraphileWorkerError:
+    return ConnectionLostError(_message(error), sqlstate=getattr(error, "sqlstate", None))
+
+
+def _unique(error: BaseException) -> GraphileWorkerError:
+    return UniqueViolationError(_message(error), sqlstate=getattr(error, "sqlstate", None))
+
+
+def _query(error: BaseException) -> GraphileWorkerError:
+    return QueryError(_message(error), sqlstate=getattr(error, "sqlstate", None))
+
+
+def _interface(error: BaseException) -> GraphileWorkerError:
+    # asyncpg reports a call on a connection that already died as a bare InterfaceError:
+    # "connection is closed", or, for a pooled connection (inside transaction()), "...
+    # released back to the pool", because the pool takes back a connection the moment the
+    # server ends its session. Anything else of this class is a client-side misuse, such as
+    # a parameter of the wrong type.
+    message = str(error)
+    if message.startswith("connection is closed") or "released back to the pool" in message:
+        return _lost(error)
+    return _query(error)
+
+
+def _configuration(error: BaseException) -> GraphileWorkerError:
+    return ConfigurationError(f"invalid connection settings: {_message(error)}")
+
+
+def _message(error: BaseException) -> str:
+    return str(error).strip() or type(error).__name__
+
+
+_TRANSLATORS: dict[type[BaseException], Callable[[BaseException], GraphileWorkerError]] = {
+    asyncpg.exceptions.PostgresConnectionError: _lost,  # SQLSTATE class 08
+    asyncpg.exceptions.AdminShutdownError: _lost,  # 57P01, e.g. pg_terminate_backend
+    asyncpg.exceptions.CrashShutdownError: _lost,
+    asyncpg.exceptions.CannotConnectNowError: _lost,
+    asyncpg.exceptions.DatabaseDroppedError: _lost,
+    asyncpg.exceptions.IdleSessionTimeoutError: _lost,
+    asyncpg.exceptions.UniqueViolationError: _unique,
+    asyncpg.exceptions.PostgresError: _query,
+    asyncpg.exceptions.ClientConfigurationError: _configuration,
+    asyncpg.exceptions.InterfaceError: _interface,
+    # asyncpg's protocol state no longer matches the server's, typically because the server
+    # ended the session between two queries; the connection cannot be used again.
+    asyncpg.exceptions.InternalClientError: _lost,
+    OSError: _lost,  # refused, unreachable, reset by peer
+    asyncio.TimeoutError: _lost,  # connect or pool acquire timed out (TimeoutError on 3.11+)
+}
+_TRANSLATABLE: tuple[type[BaseException], ...] = tuple(_TRANSLATORS)
+
+
+def translate_asyncpg_error(error: BaseException) -> GraphileWorkerError:
+    """Map an asyncpg (or socket) exception onto graphile-worker's tree.
+
+    The most specific entry along the exception's MRO wins, as in SQLAlchemy's asyncpg
+    dialect, so a new asyncpg subclass falls back to its parent's meaning.
+    """
+    for cls in type(error).__mro__:
+        translator = _TRANSLATORS.get(cls)
+        if translator is not None:
+            return translator(error)
+    return _query(error)  # pragma: no cover - callers only pass _TRANSLATABLE errors
+
+
+@contextmanager
+def _translating() -> Iterator[None]:
+    try:
+        yield
+    except _TRANSLATABLE as error:
+        raise translate_asyncpg_error(error) from error
+
+
+@contextmanager
+def _connecting() -> Iterator[None]:
+    """Like :func:`_translating`, for opening connections (see ``as_connection_error``)."""
+    try:
+        yield
+    except _TRANSLATABLE as error:
+        raise as_connection_error(translate_asyncpg_error(error)) from error
+
+
+# ------------------------------------------------------------------------ codecs and binding
+
+
+def _encode_json(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    raise TypeError(
+        f"JSON parameters must be passed as already serialised str (json.dumps(value)), "
+        f"not {type(value).__name__}"
+    )
+
+
+async def _prepare_connection(connection: asyncpg.Connection) -> None:
+    """Install the json/jsonb codecs (no round trip: both are built-in types)."""
+    for type_name in ("json", "jsonb"):
+        await connection.set_type_codec(
+            type_name,
+            encoder=_encode_json,
+            decoder=json.loads,
+            schema="pg_catalog",
+            format="text",
+        )
+
+
+async def _keep_session(connection: asyncpg.Connection) -> None:
+    """Pool ``reset`` hook that skips asyncpg's reset query (see the module docstring)."""
+
+
+def _bind(sql: str, params: Params | None) -> tuple[str, Sequence[Any]]:
+    """``:name`` SQL and a mapping -> ``$n`` SQL and positional arguments."""
+    query, names = to_numbered(sql)
+    if not names:
+        return query, ()
+    if params is None:
+        params = {}
+    try:
+        return query, [params[name] for name in names]
+    except KeyError as missing:
+        name = missing.args[0]
+        raise ConfigurationError(
+            f"query parameter {name!r} is missing: the statement uses :{name} but the params "
+            f"mapping has only {sorted(params)!r}"
+        ) from None
+
+
+def _rowcount(status: str) -> int:
+    """Rows affected from a command tag such as ``UPDATE 3`` or ``INSERT 0 1``; else -1."""
+    count = status.rpartition(" ")[2]
+    return int(count) if count.isdigit() else -1
+
+
+# ------------------------------------------------------------------------------ executors
+
+
+class _AsyncpgExecutor:
+    """The five calls over an asyncpg ``Pool`` (autocommit) or one ``Connection``."""
+
+    __slots__ = ("_target",)
+
+    def __init__(self, target: asyncpg.Pool | asyncpg.Connection) -> None:
+        self._target = target
+
+    async def execute(self, sql: str, params: Params | None = None) -> int:
+        """Run one statement; return the rows it affected (or -1)."""
+        query, args = _bind(sql, params)
+        try:
+            status: str = await self._target.execute(query, *args)
+        except _TRANSLATABLE as error:
+            raise translate_asyncpg_error(error) from error
+        return _rowcount(status)
+
+    async def fetch(self, sql: str, params: Params | None = None) -> list[Row]:
+        """Run one statement and return every row as a dict."""
+        query, args = _bind(sql, params)
+        try:
+            records = await self._target.fetch(query, *args)
+        except _TRANSLATABLE as error:
+            raise translate_asyncpg_error(error) from error
+        return [dict(record.items()) for record in records]
+
+    async def fetchrow(self, sql: str, params: Params | None = None) -> Row | None:
+        """Run one statement and return its first row as a dict, or ``None``."""
+        query, args = _bind(sql, params)
+        try:
+            record = await self._target.fetchrow(query, *args)
+        except _TRANSLATABLE as error:
+            raise translate_asyncpg_error(error) from error
+        return None if record is None else dict(record.items())
+
+    async def fetchval(self, sql: str, params: Params | None = None) -> Any:
+        """Run one statement and return the first column of its first row, or ``None``."""
+        query, args = _bind(sql, params)
+        try:
+            return await self._target.fetchval(query, *args)
+        except _TRANSLATABLE as error:
+            raise translate_asyncpg_error(error) from error
+
+    async def execute_script(self, sql: str) -> None:
+        """Run several ``;``-separated statements (simple query protocol, no parameters)."""
+        try:
+            await self._target.execute(sql)
+        except _TRANSLATABLE as error:
+            raise translate_asyncpg_error(error) from error
+
+
+class AsyncpgDriver(_AsyncpgExecutor):
+    """A :class:`~graphile_worker.drivers.DatabaseDriver` over an asyncpg pool (asyncio only).
+
+    Open it with :func:`graphile_worker.drivers.create_driver` (``driver="asyncpg"``) or
+    :meth:`open`; close it with :meth:`aclose` or ``async with``. Calls made directly on
+    the driver run in autocommit mode on any pooled connection.
+    """
+
+    __slots__ = ("_pool", "_url")
+
+    def __init__(self, pool: asyncpg.Pool, url: str) -> None:
+        """Wrap an already opened pool; most code should call :meth:`open` instead."""
+        super().__init__(pool)
+        self._pool = pool
+        self._url = url
+
+    @classmethod
+    async def open(
+        cls,
+        url: str | None = None,
+        *,
+        min_size: int = 1,
+        max_size: int = 10,
+        prepared_statements: bool = True,
+        statement_cache_size: int = DEFAULT_STATEMENT_CACHE_SIZE,
+    ) -> AsyncpgDriver:
+        """Connect to ``url`` (``DATABASE_URL`` when ``None``) and fill the pool.
+
+        Args:
+            prepared_statements: ``False`` for PgBouncer in transaction mode: asyncpg then
+                uses unnamed statements only (``statement_cache_size=0``).
+            statement_cache_size: prepared statements kept per connection.
+
+        Raises:
+            ConnectionLostError: the server cannot be reached or refused the connection.
+        """
+        dsn = resolve_url(url)
+        with _connecting():
+            pool = await asyncpg.create_pool(
+                dsn,
+                min_size=min_size,
+                max_size=max_size,
+                statement_cache_size=statement_cache_size if prepared_statements else 0,
+                init=_prepare_connection,
+                reset=_keep_session,
+            )
+        return cls(pool, dsn)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncExecutor]:
+        """Hold one pooled connection inside ``BEGIN`` ... ``COMMIT`` (``ROLLBACK`` on error)."""
+        with _translating():
+            connection = await self._pool.acquire()
+        try:
+            with _translating():
+                await connection.execute("BEGIN")
+            try:
+                yield _AsyncpgExecutor(connection)
+            except BaseException:
+                with anyio.CancelScope(shield=True):
+                    await _rollback_quietly(connection)
+                raise
+            with _translating():
+                status = await connection.execute("COMMIT")
+            check_commit_status(status)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._pool.release(connection)
+
+    def listen(self, *channels: str) -> NotificationStream:
+        """Listen on ``channels`` from a dedicated connection; see :class:`NotificationStream`."""
+        names = validate_channels(channels)
+        return NotificationStream(partial(self._open_listener, names), names)
+
+    async def _open_listener(self, channels: Sequence[str]) -> ListenConnection:
+        listener = _AsyncpgListenConnection()
+        with _connecting():
+            connection = await asyncpg.connect(self._url, statement_cache_size=0)
+        try:
+            connection.add_termination_listener(listener.on_termination)
+            with _translating():
+                for channel in channels:  # one LISTEN round trip per channel
+                    await connection.add_listener(channel, listener.on_notification)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await _close_quietly(connection)
+            raise
+        listener.connection = connection
+        return listener
+
+    async def aclose(self) -> None:
+        """Close every pooled connection, waiting for those in use to be released."""
+        with anyio.CancelScope(shield=True), _translating():
+            await self._pool.close()
+
+
+async def _rollback_quietly(connection: asyncpg.Connection) -> None:
+    """Roll back after an error; a broken connection is left for the pool to replace.
+
+    When the server ended the session, asyncpg has already detached the connection from
+    its pool proxy, and every call on the proxy raises ``InterfaceError``.
+    """
+    try:
+        if connection.is_closed():
+            return
+        await connection.execute("ROLLBACK")
+    except _TRANSLATABLE as error:
+        logger.warning("rollback failed (%s); the connection will be replaced", error)
+        with suppress(*_TRANSLATABLE):
+            connection.terminate()
+
+
+async def _close_quietly(connection: asyncpg.Connection) -> None:
+    try:
+        await connection.close(timeout=5)
+    except _TRANSLATABLE:
+        connection.terminate()
+
+
+class _AsyncpgListenConnection:
+    """Notifications arrive through asyncpg callbacks; :meth:`receive` waits for them."""
+
+    __slots__ = ("_arrived", "_lost", "_queue", "connection")
+
+    def __init__(self) -> None:
+        self.connection: asyncpg.Connection | None = None
+        self._queue: deque[Notification] = deque()
+        self._arrived = anyio.Event()
+        self._lost = False
+
+    def on_notification(self, connection: Any, pid: int, channel: str, payload: str) -> None:
+        self._queue.append(Notification(channel, payload))
+        self._arrived.set()
+
+    def on_termination(self, connection: Any) -> None:
+        self._lost = True
+        self._arrived.set()
+
+    async def receive(self, timeout: float) -> Sequence[Notification]:  # noqa: ASYNC109
+        if not self._queue and not self._lost:
+            with anyio.move_on_after(timeout):
+                await self._arrived.wait()
+        if self._queue:
+            found = list(self._queue)
+            self._queue.clear()
+        elif self._lost:
+            raise ConnectionLostError("the LISTEN connection was closed")
+        else:
+            found = []
+        if self._arrived.is_set():
+            self._arrived = anyio.Event()
+        return found
+
+    async def ping(self) -> None:
+        assert self.connection is not None
+        with _translating():
+            await self.connection.execute("SELECT 1")
+
+    async def close(self) -> None:
+        if self.connection is not None:
+            await _close_quietly(self.connection)

@@ -1,0 +1,287 @@
+"""Executors over a caller's SQLAlchemy connection or session, for work inside their transaction.
+
+:class:`SQLAlchemySyncExecutor` wraps a ``Connection`` or ``Session``;
+:class:`SQLAlchemyAsyncExecutor` wraps an ``AsyncConnection`` or ``AsyncSession``. Both run
+our ``:name`` SQL through ``text()`` on the connection bound to the caller's current
+transaction (``session.connection()``), so a job added through them commits or rolls back
+with the caller's own work, and no second connection is ever opened. They never commit,
+roll back or close anything.
+
+Rows come back as mappings with ``json``/``jsonb`` columns decoded, whatever the dialect:
+the psycopg dialects always decode them, while asyncpg decodes them only when SQLAlchemy
+installs its codecs (it does in 2.1). Each dialect is asked once, with a tiny probe query,
+whether it hands back decoded values, and the columns are decoded here when it does not.
+SQLAlchemy's exceptions are translated into :mod:`graphile_worker.errors`.
+"""
+
+from __future__ import annotations
+
+import json
+import weakref
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any, cast
+
+import sqlalchemy
+import sqlalchemy.exc
+from sqlalchemy.orm import Session
+
+from ..errors import ConnectionLostError, DatabaseError, QueryError, UniqueViolationError
+from .base import Params, Row
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection, CursorResult, Dialect
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+    from sqlalchemy.sql.elements import TextClause
+
+__all__ = ["SQLAlchemyAsyncExecutor", "SQLAlchemySyncExecutor", "translate_sqlalchemy_errors"]
+
+_JSON_TYPE_OIDS = frozenset({114, 3802})  # json, jsonb
+# Class 08 and the class 57 codes that end the session mean the connection is gone; 57014
+# (query_canceled) leaves the session usable, so it stays a QueryError.
+_CONNECTION_SQLSTATE_CLASS = "08"
+_SESSION_ENDING_SQLSTATES = frozenset({"57P01", "57P02", "57P03", "57P04", "57P05"})
+_PROBE = "select CAST('\"probe\"' AS json) as value"
+_BEGIN = "select 1"
+
+# Whether a dialect instance returns json columns of text() queries already decoded.
+_dialect_decodes_json: weakref.WeakKeyDictionary[Dialect, bool] = weakref.WeakKeyDictionary()
+
+
+@lru_cache(maxsize=512)
+def _text(sql: str) -> TextClause:
+    return sqlalchemy.text(sql)
+
+
+# -------------------------------------------------------------------------------- errors
+
+
+def _classify(error: BaseException, *, connection_lost: bool) -> DatabaseError:
+    """Map a driver error (or SQLAlchemy's wrapper's ``orig``) onto our tree by SQLSTATE."""
+    sqlstate = getattr(error, "sqlstate", None) or getattr(error, "pgcode", None)
+    if not isinstance(sqlstate, str):
+        sqlstate = None
+    message = str(error).strip() or type(error).__name__
+    if connection_lost:
+        return ConnectionLostError(message, sqlstate=sqlstate)
+    if sqlstate is not None and (
+        sqlstate.startswith(_CONNECTION_SQLSTATE_CLASS) or sqlstate in _SESSION_ENDING_SQLSTATES
+    ):
+        return ConnectionLostError(message, sqlstate=sqlstate)
+    if sqlstate == "23505":
+        return UniqueViolationError(message, sqlstate=sqlstate)
+    return QueryError(message, sqlstate=sqlstate)
+
+
+def _translate(error: sqlalchemy.exc.DBAPIError) -> DatabaseError:
+    orig = error.orig if error.orig is not None else error
+    connection_lost = error.connection_invalidated or isinstance(
+        error, sqlalchemy.exc.InterfaceError
+    )
+    if isinstance(error, sqlalchemy.exc.OperationalError):
+        sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+        connection_lost = connection_lost or sqlstate is None
+    return _classify(orig, connection_lost=connection_lost)
+
+
+def _is_driver_error(error: BaseException) -> bool:
+    # Errors raised by the raw driver connection (scripts bypass SQLAlchemy).
+    return type(error).__module__.split(".")[0] in {"asyncpg", "psycopg", "psycopg2"}
+
+
+def _translate_driver_error(error: BaseException) -> DatabaseError:
+    has_sqlstate = bool(getattr(error, "sqlstate", None) or getattr(error, "pgcode", None))
+    name = type(error).__name__
+    lost = not has_sqlstate and any(
+        word in name for word in ("Interface", "Operational", "Connection")
+    )
+    return _classify(error, connection_lost=lost)
+
+
+@contextmanager
+def translate_sqlalchemy_errors() -> Iterator[None]:
+    """Re-raise SQLAlchemy's (and the raw driver's) errors as graphile-worker's."""
+    try:
+        yield
+    except sqlalchemy.exc.DBAPIError as error:
+        raise _translate(error) from error
+    except Exception as error:
+        if _is_driver_error(error):
+            raise _translate_driver_error(error) from error
+        raise
+
+
+# ------------------------------------------------------------------------------- decoding
+
+
+def _json_columns(result: CursorResult[Any]) -> list[str]:
+    cursor = result.cursor
+    description: Sequence[Sequence[Any]] | None = cursor.description if cursor is not None else None
+    if not description:
+        return []
+    return [str(column[0]) for column in description if column[1] in _JSON_TYPE_OIDS]
+
+
+def _rows(result: CursorResult[Any], decode_json: bool) -> list[Row]:
+    """Every row as a mapping, decoding json columns the dialect left as text."""
+    columns = _json_columns(result) if decode_json else []
+    # RowMapping is keyed by str for text() results; SQLAlchemy types it more loosely.
+    mappings = cast("Sequence[Row]", result.mappings().all())
+    if not columns:
+        return list(mappings)
+    decoded: list[Row] = []
+    for mapping in mappings:
+        row = dict(mapping)
+        for column in columns:
+            value = row.get(column)
+            if isinstance(value, (str, bytes)):
+                row[column] = json.loads(value)
+        decoded.append(row)
+    return decoded
+
+
+def _record_probe(dialect: Dialect, value: Any) -> bool:
+    decodes = value == "probe"
+    _dialect_decodes_json[dialect] = decodes
+    return not decodes
+
+
+# ------------------------------------------------------------------------------ executors
+
+
+class SQLAlchemySyncExecutor:
+    """A :class:`~graphile_worker.drivers.SyncExecutor` over a caller's ``Connection``/``Session``.
+
+    Statements join the caller's transaction (beginning one as SQLAlchemy always does);
+    committing is the caller's business.
+    """
+
+    def __init__(self, bind: Connection | Session) -> None:
+        self._bind = bind
+
+    def _connection(self) -> Connection:
+        if isinstance(self._bind, Session):
+            return self._bind.connection()
+        return self._bind
+
+    def _needs_json_decoding(self, connection: Connection) -> bool:
+        dialect = connection.dialect
+        decodes = _dialect_decodes_json.get(dialect)
+        if decodes is not None:
+            return not decodes
+        return _record_probe(dialect, connection.execute(_text(_PROBE)).scalar())
+
+    def _run(self, sql: str, params: Params | None) -> tuple[CursorResult[Any], bool]:
+        connection = self._connection()
+        decode = self._needs_json_decoding(connection)
+        return connection.execute(_text(sql), dict(params or {})), decode
+
+    def execute(self, sql: str, params: Params | None = None) -> int:
+        with translate_sqlalchemy_errors():
+            result, _ = self._run(sql, params)
+            return result.rowcount
+
+    def fetch(self, sql: str, params: Params | None = None) -> list[Row]:
+        with translate_sqlalchemy_errors():
+            result, decode = self._run(sql, params)
+            return _rows(result, decode)
+
+    def fetchrow(self, sql: str, params: Params | None = None) -> Row | None:
+        rows = self.fetch(sql, params)
+        return rows[0] if rows else None
+
+    def fetchval(self, sql: str, params: Params | None = None) -> Any:
+        row = self.fetchrow(sql, params)
+        return None if row is None else next(iter(row.values()), None)
+
+    def execute_script(self, sql: str) -> None:
+        with translate_sqlalchemy_errors():
+            connection = self._connection()
+            # Make SQLAlchemy begin its transaction first, so the script (sent on the DBAPI
+            # connection, bypassing the bind-parameter parser) lands inside it.
+            connection.execute(_text(_BEGIN))
+            driver: Any = connection.connection.driver_connection
+            if type(driver).__module__.split(".")[0] == "asyncpg":
+                # A sync facade over the asyncpg dialect (Alembic's async env runs migrations
+                # through run_sync): its cursor prepares statements, which refuses a script
+                # of several commands, so send the script on the asyncpg connection itself
+                # from the greenlet SQLAlchemy runs us in.
+                from sqlalchemy.util import await_only
+
+                await_only(driver.execute(sql))
+                return
+            cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+            try:
+                # No parameters: psycopg and psycopg2 then send the text as it is, which
+                # allows several statements and literal '%' signs.
+                cursor.execute(sql)
+            finally:
+                cursor.close()
+
+
+class SQLAlchemyAsyncExecutor:
+    """An :class:`~graphile_worker.drivers.AsyncExecutor` over an ``AsyncConnection``/``AsyncSession``.
+
+    asyncio only, as SQLAlchemy's asyncio extension is. Never commits.
+    """
+
+    def __init__(self, bind: AsyncConnection | AsyncSession) -> None:
+        self._bind = bind
+
+    async def _connection(self) -> AsyncConnection:
+        # AsyncSession has .sync_session and AsyncConnection .sync_connection; telling them
+        # apart this way avoids importing the asyncio extension (it needs greenlet).
+        if hasattr(self._bind, "sync_session"):
+            return await self._bind.connection()
+        return self._bind
+
+    async def _needs_json_decoding(self, connection: AsyncConnection) -> bool:
+        dialect = connection.dialect
+        decodes = _dialect_decodes_json.get(dialect)
+        if decodes is not None:
+            return not decodes
+        return _record_probe(dialect, (await connection.execute(_text(_PROBE))).scalar())
+
+    async def _run(self, sql: str, params: Params | None) -> tuple[CursorResult[Any], bool]:
+        connection = await self._connection()
+        decode = await self._needs_json_decoding(connection)
+        return await connection.execute(_text(sql), dict(params or {})), decode
+
+    async def execute(self, sql: str, params: Params | None = None) -> int:
+        with translate_sqlalchemy_errors():
+            result, _ = await self._run(sql, params)
+            return result.rowcount
+
+    async def fetch(self, sql: str, params: Params | None = None) -> list[Row]:
+        with translate_sqlalchemy_errors():
+            result, decode = await self._run(sql, params)
+            return _rows(result, decode)
+
+    async def fetchrow(self, sql: str, params: Params | None = None) -> Row | None:
+        rows = await self.fetch(sql, params)
+        return rows[0] if rows else None
+
+    async def fetchval(self, sql: str, params: Params | None = None) -> Any:
+        row = await self.fetchrow(sql, params)
+        return None if row is None else next(iter(row.values()), None)
+
+    async def execute_script(self, sql: str) -> None:
+        with translate_sqlalchemy_errors():
+            connection = await self._connection()
+            # Begin SQLAlchemy's transaction on the driver connection first (see the sync
+            # executor), then send the script on the driver connection itself: the asyncpg
+            # dialect prepares every statement, which refuses several commands at once.
+            await connection.execute(_text(_BEGIN))
+            raw = await connection.get_raw_connection()
+            driver: Any = raw.driver_connection
+            module = type(driver).__module__.split(".")[0]
+            if module == "asyncpg":
+                await driver.execute(sql)
+            elif module == "psycopg":
+                await driver.execute(sql.encode("utf-8"))
+            else:
+                raise QueryError(
+                    f"cannot run a multi-statement script on a {type(driver).__qualname__} "
+                    "connection; use the asyncpg or psycopg dialect"
+                )
