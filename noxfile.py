@@ -1,0 +1,63 @@
+"""Project tasks: ``nox`` runs the tests; ``nox -s lint typing`` runs the static checks.
+
+Each session installs the project from a freshly built wheel (not editable), so the tests
+and the type-completeness check see exactly what users install, including the Alembic
+scripts that only the wheel carries. The tests start their own PostgreSQL (see
+``tests/conftest.py``) unless ``DATABASE_URL`` names a server to use.
+"""
+
+from __future__ import annotations
+
+import nox
+
+nox.needs_version = ">=2024.4.15"
+# uv makes environment creation and installs much faster; plain venv works everywhere.
+nox.options.default_venv_backend = "uv|venv"
+nox.options.reuse_venv = "yes"
+nox.options.sessions = ["tests"]
+nox.options.error_on_external_run = True
+
+# Checkers are pinned so that a new release cannot fail CI without a change here.
+RUFF = "ruff==0.17.6"
+MYPY = "mypy==2.4.1"
+PYRIGHT = "pyright==1.1.414"
+TEST_DEPENDENCIES = ["pytest>=8.0", "hypothesis", "trio", "pytest-timeout"]
+PER_TEST_TIMEOUT_SECONDS = 180
+
+
+def install_project(session: nox.Session, *extra: str) -> None:
+    """Install the project with every extra, plus ``extra``, from a freshly built wheel.
+
+    The second, dependency-free install forces a rebuild: a reused environment already
+    holds a wheel of the same version, which pip would otherwise keep.
+    """
+    session.install(".[all]", *extra)
+    session.install("--force-reinstall", "--no-deps", ".")
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Run the test suite against real PostgreSQL; arguments after ``--`` go to pytest."""
+    install_project(session, *TEST_DEPENDENCIES)
+    # A hung test fails on its own instead of eating the whole CI budget.
+    session.run("pytest", f"--timeout={PER_TEST_TIMEOUT_SECONDS}", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """Check lint rules and formatting with ruff (never rewrites files)."""
+    session.install(RUFF)
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def typing(session: nox.Session) -> None:
+    """mypy --strict over src, then pyright's type-completeness report for the package.
+
+    ``pyright --verifytypes`` prints the completeness score and exits non-zero when it
+    reports errors (public symbols whose type it cannot determine), which fails the session.
+    """
+    install_project(session, MYPY, PYRIGHT)
+    session.run("mypy", "--strict", "src")
+    session.run("pyright", "--verifytypes", "graphile_worker", "--ignoreexternal")
