@@ -1,0 +1,380 @@
+"""Value types for adding and reading jobs: :class:`JobSpec`, :class:`JobKeyMode`, :class:`Job`.
+
+Everything here is plain data and pure functions. A :class:`JobSpec` checks itself when it is
+built and :func:`payload_to_json` checks the payload, so a job that PostgreSQL would reject
+(or silently truncate) fails with :class:`~graphile_worker.InvalidJobSpecError` before any
+SQL runs. The limits mirror the columns of Node graphile-worker's schema (migration 11 and
+later): ``smallint`` priority and ``max_attempts``, job keys of at most 512 characters, task
+identifiers and queue names of at most 128.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Collection, Mapping
+from datetime import datetime
+from enum import Enum
+from typing import Any, ClassVar, Literal, Protocol, TypeAlias, runtime_checkable
+
+from .errors import InvalidJobSpecError
+
+__all__ = [
+    "JSON",
+    "CleanupTask",
+    "Job",
+    "JobKeyMode",
+    "JobKeyModeName",
+    "JobSpec",
+    "PreparedJob",
+    "TypedPayload",
+    "identifier_of",
+    "payload_to_json",
+    "prepare_job",
+    "validate_task_identifier",
+]
+
+JSON: TypeAlias = dict[str, "JSON"] | list["JSON"] | str | int | float | bool | None
+"""A decoded JSON value, as payloads come back from the database."""
+
+SMALLINT_MIN = -32768
+SMALLINT_MAX = 32767
+MAX_JOB_KEY_LENGTH = 512
+"""Node migration 000011: ``check (length(key) > 0 and length(key) <= 512)``."""
+MAX_NAME_LENGTH = 128
+"""Node migration 000011: task identifiers and queue names are at most 128 characters."""
+DEFAULT_MAX_ATTEMPTS = 25
+
+
+class JobKeyMode(str, Enum):
+    """What adding a job does when a job with the same ``job_key`` already exists.
+
+    The values are the strings Node graphile-worker's ``add_job`` SQL function accepts.
+    """
+
+    REPLACE = "replace"
+    """Overwrite the waiting job (payload, run_at, everything); a job that is already
+    running is left alone and a new one is queued."""
+    PRESERVE_RUN_AT = "preserve_run_at"
+    """Like ``REPLACE`` but keep the waiting job's ``run_at`` (debouncing)."""
+    UNSAFE_DEDUPE = "unsafe_dedupe"
+    """Add nothing if any job with the key exists, even a running or permanently failed one.
+    The new information may then never be acted upon; use only when that is acceptable."""
+
+
+JobKeyModeName: TypeAlias = Literal["replace", "preserve_run_at", "unsafe_dedupe"]
+"""The plain-string spellings :class:`JobSpec` accepts for ``job_key_mode``."""
+
+
+class CleanupTask(str, Enum):
+    """The maintenance jobs :meth:`~graphile_worker.WorkerUtils.cleanup` can run (Node's names)."""
+
+    GC_TASK_IDENTIFIERS = "GC_TASK_IDENTIFIERS"
+    """Forget task identifiers that no job refers to any more."""
+    GC_JOB_QUEUES = "GC_JOB_QUEUES"
+    """Forget named queues that no job refers to and no worker holds."""
+    DELETE_PERMAFAILED_JOBS = "DELETE_PERMAFAILED_JOBS"
+    """Delete jobs that used all their attempts and are not locked."""
+
+
+@runtime_checkable
+class TypedPayload(Protocol):
+    """A payload that knows which task it is for.
+
+    Any class (usually a dataclass or a pydantic model) with a class attribute
+    ``IDENTIFIER`` qualifies, so ``add_job(SendEmail(to="a@b.c"))`` needs no task name::
+
+        @dataclass
+        class SendEmail:
+            IDENTIFIER: ClassVar[str] = "send_email"
+            to: str
+    """
+
+    IDENTIFIER: ClassVar[str]
+
+
+def _fail(message: str) -> InvalidJobSpecError:
+    return InvalidJobSpecError(message)
+
+
+def _check_int(name: str, value: object, low: int, high: int) -> None:
+    # bool is an int subclass; ``max_attempts=True`` is a mistake, not 1.
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _fail(f"{name} must be an int, not {type(value).__name__} ({value!r})")
+    if not low <= value <= high:
+        raise _fail(
+            f"{name} must be between {low} and {high} (a PostgreSQL smallint), not {value!r}"
+        )
+
+
+def _check_text(name: str, value: object, max_length: int) -> None:
+    if not isinstance(value, str):
+        raise _fail(f"{name} must be a str, not {type(value).__name__} ({value!r})")
+    if not value:
+        raise _fail(f"{name} must not be empty; use None to leave it unset")
+    if len(value) > max_length:
+        raise _fail(f"{name} must be at most {max_length} characters, not {len(value)}")
+    if "\x00" in value:
+        raise _fail(f"{name} {value!r} contains a NUL character, which PostgreSQL text refuses")
+
+
+def check_aware_datetime(name: str, value: object) -> None:
+    """Refuse anything but a timezone-aware :class:`~datetime.datetime`.
+
+    A naive datetime would be read in the *server's* time zone, which silently shifts jobs
+    by hours when client and server disagree.
+    """
+    if not isinstance(value, datetime):
+        raise _fail(f"{name} must be a datetime, not {type(value).__name__} ({value!r})")
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise _fail(
+            f"{name} {value!r} is a naive datetime; give it a time zone, for example "
+            "datetime.now(timezone.utc)"
+        )
+
+
+def check_priority(value: object) -> None:
+    """Priorities are ``smallint``: lower numbers run first."""
+    _check_int("priority", value, SMALLINT_MIN, SMALLINT_MAX)
+
+
+def check_max_attempts(value: object) -> None:
+    """``max_attempts`` is a positive ``smallint`` (the column checks ``max_attempts >= 1``)."""
+    _check_int("max_attempts", value, 1, SMALLINT_MAX)
+
+
+def validate_task_identifier(identifier: object) -> str:
+    """Return ``identifier`` if it can name a task, else raise InvalidJobSpecError."""
+    _check_text("task identifier", identifier, MAX_NAME_LENGTH)
+    assert isinstance(identifier, str)
+    return identifier
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class JobSpec:
+    """How and when to run a job; every field is optional (Node's ``TaskSpec``).
+
+    Attributes:
+        queue_name: Jobs sharing a queue name run one at a time, in order. Avoid
+            high-cardinality names (ids, timestamps): each needs a row and a cleanup.
+        run_at: The earliest time the job may run (default: now). Must be timezone-aware.
+        max_attempts: How many times the job may be tried before it fails for good
+            (default 25).
+        job_key: A unique name for the job, so that adding it again updates or
+            deduplicates it and ``remove_job`` can find it.
+        job_key_mode: What a repeated ``job_key`` does; see :class:`JobKeyMode`. Needs a
+            ``job_key``. ``None`` means ``REPLACE`` for ``add_job`` and "whatever the
+            batch says" for ``add_jobs``.
+        priority: Lower numbers run first (default 0).
+        flags: Names a worker can refuse to run (``forbidden_flags``); stored as a JSON
+            object with one ``true`` member per flag.
+    """
+
+    queue_name: str | None = None
+    run_at: datetime | None = None
+    max_attempts: int | None = None
+    job_key: str | None = None
+    job_key_mode: JobKeyMode | JobKeyModeName | None = None
+    priority: int | None = None
+    flags: Collection[str] | None = None
+
+    def __post_init__(self) -> None:
+        if self.queue_name is not None:
+            _check_text("queue_name", self.queue_name, MAX_NAME_LENGTH)
+        if self.run_at is not None:
+            check_aware_datetime("run_at", self.run_at)
+        if self.max_attempts is not None:
+            check_max_attempts(self.max_attempts)
+        if self.priority is not None:
+            check_priority(self.priority)
+        if self.job_key is not None:
+            _check_text("job_key", self.job_key, MAX_JOB_KEY_LENGTH)
+        if self.job_key_mode is not None:
+            mode = _to_job_key_mode(self.job_key_mode)
+            object.__setattr__(self, "job_key_mode", mode)
+            if self.job_key is None:
+                raise _fail(
+                    f"job_key_mode={mode.value!r} needs a job_key; set job_key or drop job_key_mode"
+                )
+        if self.flags is not None:
+            object.__setattr__(self, "flags", _to_flags(self.flags))
+
+
+def _to_job_key_mode(value: object) -> JobKeyMode:
+    try:
+        return JobKeyMode(value)
+    except ValueError:
+        allowed = ", ".join(repr(mode.value) for mode in JobKeyMode)
+        raise _fail(f"job_key_mode must be one of {allowed}, not {value!r}") from None
+
+
+def _to_flags(value: object) -> frozenset[str]:
+    # A lone string is a collection of one-letter strings: certainly not what was meant.
+    if isinstance(value, (str, bytes)) or not isinstance(value, Collection):
+        raise _fail(f"flags must be a collection of str (a list or set), not {value!r}")
+    for flag in value:
+        if not isinstance(flag, str):
+            raise _fail(f"every flag must be a str, not {type(flag).__name__} ({flag!r})")
+        if "\x00" in flag:
+            raise _fail(f"flag {flag!r} contains a NUL character")
+    return frozenset(value)
+
+
+DEFAULT_SPEC = JobSpec()
+
+
+# ----------------------------------------------------------------------------------- payloads
+
+
+def _to_jsonable(value: object) -> object:
+    """``json.dumps`` hook: turn dataclasses, pydantic models and mappings into dicts."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {field.name: getattr(value, field.name) for field in dataclasses.fields(value)}
+    model_dump = getattr(value, "model_dump", None)
+    if callable(model_dump) and not isinstance(value, type):
+        # pydantic v2 (duck-typed, so pydantic stays optional); mode="json" turns datetimes,
+        # UUIDs and the like into the strings the model's own serialisers choose.
+        return model_dump(mode="json")
+    if isinstance(value, Mapping):
+        return dict(value)
+    raise _fail(
+        f"payload contains a {type(value).__module__}.{type(value).__qualname__} "
+        f"({value!r:.80}), which cannot be converted to JSON; convert it to a str, number, "
+        "list or dict (or use a dataclass or pydantic model) first"
+    )
+
+
+def payload_to_json(payload: object) -> str:
+    """Serialise a job payload to JSON text for the ``json`` payload column.
+
+    ``None`` becomes ``{}``, as in Node (``JSON.stringify(payload ?? {})``). Dataclasses
+    and pydantic models (anything with ``model_dump``) become objects, also when nested.
+    NaN and infinities are refused because PostgreSQL's ``json`` type rejects them.
+
+    Raises:
+        InvalidJobSpecError: the payload (or something inside it) cannot be represented.
+    """
+    if payload is None:
+        return "{}"
+    try:
+        text = json.dumps(
+            payload,
+            default=_to_jsonable,
+            allow_nan=False,
+            ensure_ascii=False,
+            separators=(",", ":"),
+        )
+    except InvalidJobSpecError:
+        raise
+    except ValueError as error:
+        # allow_nan=False and circular references both raise ValueError.
+        raise _fail(f"payload cannot be sent as JSON: {error}") from error
+    except TypeError as error:
+        # e.g. a dict key that is a tuple.
+        raise _fail(f"payload cannot be sent as JSON: {error}") from error
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise _fail(
+            "payload contains a lone surrogate character that cannot be encoded as UTF-8"
+        ) from error
+    return text
+
+
+def identifier_of(payload: object) -> str | None:
+    """The task identifier a typed payload declares, or ``None`` for a plain payload."""
+    identifier = getattr(type(payload), "IDENTIFIER", None)
+    if identifier is None:
+        return None
+    return validate_task_identifier(identifier)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PreparedJob:
+    """A job ready to bind: checked identifier, serialised payload and its spec."""
+
+    identifier: str
+    payload_json: str
+    spec: JobSpec
+
+
+def prepare_job(identifier: str, payload: object, spec: JobSpec | None) -> PreparedJob:
+    """Check and serialise one job; the single place all ``add_job`` variants go through."""
+    if spec is not None and not isinstance(spec, JobSpec):
+        raise _fail(f"spec must be a JobSpec, not {type(spec).__name__} ({spec!r:.80})")
+    return PreparedJob(
+        identifier=validate_task_identifier(identifier),
+        payload_json=payload_to_json(payload),
+        spec=spec if spec is not None else DEFAULT_SPEC,
+    )
+
+
+# ---------------------------------------------------------------------------------------- jobs
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Job:
+    """One job as stored by graphile-worker (Node's ``Job`` interface, in Python types).
+
+    Rows come from ``_private_jobs`` (what ``add_job`` and friends return) or from the
+    ``jobs`` view; the view has no ``payload``, ``task_id``, ``job_queue_id`` or
+    ``is_available``, so a job read from it has ``None`` there.
+
+    ``flags`` is the set of flag names (the database keeps ``{"flag": true, ...}`` or
+    NULL; both read as a set, empty for NULL). Jobs compare equal field by field and hash
+    by ``id``.
+    """
+
+    id: int
+    task_identifier: str
+    queue_name: str | None
+    payload: JSON
+    priority: int
+    run_at: datetime
+    attempts: int
+    max_attempts: int
+    last_error: str | None
+    created_at: datetime
+    updated_at: datetime
+    key: str | None
+    locked_at: datetime | None
+    locked_by: str | None
+    revision: int
+    flags: frozenset[str]
+    task_id: int | None = None
+    job_queue_id: int | None = None
+    is_available: bool | None = None
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Job:
+        """Decode a row whose ``json``/``jsonb`` columns the driver already decoded."""
+        flags = row.get("flags")
+        return cls(
+            id=row["id"],
+            task_identifier=row["task_identifier"],
+            queue_name=row.get("queue_name"),
+            payload=row.get("payload"),
+            priority=row["priority"],
+            run_at=row["run_at"],
+            attempts=row["attempts"],
+            max_attempts=row["max_attempts"],
+            last_error=row["last_error"],
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+            key=row["key"],
+            locked_at=row["locked_at"],
+            locked_by=row["locked_by"],
+            revision=row["revision"],
+            flags=frozenset(flags) if flags else frozenset(),
+            task_id=row.get("task_id"),
+            job_queue_id=row.get("job_queue_id"),
+            is_available=row.get("is_available"),
+        )
+
+    @property
+    def is_permanently_failed(self) -> bool:
+        """Whether every attempt was used, so no worker will run the job again."""
+        return self.attempts >= self.max_attempts

@@ -1,0 +1,586 @@
+"""Add and administer jobs from application code: :class:`WorkerUtils` and :class:`SyncWorkerUtils`.
+
+The two classes are thin twins over :class:`_UtilsBase`, which checks arguments and builds
+each call as an :data:`~graphile_worker.drivers.base.Operation` (from
+:mod:`graphile_worker.sql.jobs` and :mod:`graphile_worker.sql.maintenance`). A twin's method
+only hands that operation to :func:`~graphile_worker.drivers.base.run_async` or
+:func:`~graphile_worker.drivers.base.run_sync`, so the async and sync APIs cannot drift.
+
+Either twin runs over something the caller already has, in the caller's transaction:
+an async driver or executor, a SQLAlchemy ``AsyncConnection``/``AsyncSession`` (async);
+a sync psycopg connection, a SQLAlchemy ``Connection``/``Session`` or any
+:class:`~graphile_worker.drivers.SyncExecutor` (sync). ``utils.using(session)`` switches an
+existing utils object to a caller's connection or session, keeping its schema.
+"""
+
+from __future__ import annotations
+
+import inspect
+import sys
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, TypeAlias, Union, cast, overload
+
+from .drivers.base import (
+    AsyncExecutor,
+    DatabaseDriver,
+    Operation,
+    SyncExecutor,
+    run_async,
+    run_sync,
+)
+from .errors import ConfigurationError, InvalidJobSpecError
+from .migrations import MigrationReport, migrate, migrate_sync
+from .spec import (
+    CleanupTask,
+    Job,
+    JobSpec,
+    PreparedJob,
+    TypedPayload,
+    identifier_of,
+    prepare_job,
+)
+from .sql import DEFAULT_SCHEMA, maintenance, quote_identifier
+from .sql import jobs as jobs_sql
+
+if TYPE_CHECKING:
+    from datetime import datetime
+    from types import TracebackType
+
+    import psycopg
+    from sqlalchemy.engine import Connection
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+    from sqlalchemy.orm import Session
+    from typing_extensions import Self
+
+__all__ = ["JobInput", "SyncWorkerUtils", "WorkerUtils"]
+
+JobInput: TypeAlias = Union[
+    TypedPayload,
+    "tuple[TypedPayload, JobSpec | None]",
+    "tuple[str, object]",
+    "tuple[str, object, JobSpec | None]",
+]
+"""One entry of ``add_jobs``: a typed payload, ``(typed_payload, spec)``,
+``(identifier, payload)`` or ``(identifier, payload, spec)``."""
+
+SyncBind: TypeAlias = Union["Session", "Connection", "psycopg.Connection[Any]"]
+"""A caller's sync connection or session that ``using`` accepts."""
+AsyncBind: TypeAlias = Union["AsyncSession", "AsyncConnection"]
+"""A caller's async connection or session that ``using`` accepts."""
+
+
+class _NoPayload:
+    """Marks ``add_job(typed_payload)`` calls, where no second argument was given."""
+
+    def __repr__(self) -> str:
+        return "<no payload>"
+
+
+_NO_PAYLOAD: Any = _NoPayload()
+
+
+def _prepare(target: object, payload: object, spec: JobSpec | None) -> PreparedJob:
+    """Resolve the two ``add_job`` call shapes to one checked job."""
+    if isinstance(target, str):
+        return prepare_job(target, None if payload is _NO_PAYLOAD else payload, spec)
+    identifier = identifier_of(target)
+    if identifier is None:
+        raise InvalidJobSpecError(
+            f"add_job() got a {type(target).__qualname__} without a task identifier; pass "
+            "add_job('task_name', payload) or give the payload class an IDENTIFIER class "
+            "attribute"
+        )
+    if payload is not _NO_PAYLOAD:
+        raise TypeError(
+            f"add_job() got a typed payload ({type(target).__qualname__}) and a second "
+            "positional argument; the typed payload is the whole payload, so pass the spec "
+            "by keyword: add_job(payload, spec=JobSpec(...))"
+        )
+    return prepare_job(identifier, target, spec)
+
+
+def _prepare_entry(entry: object) -> PreparedJob:
+    if identifier_of(entry) is not None:
+        return _prepare(entry, _NO_PAYLOAD, None)
+    if isinstance(entry, tuple):
+        if len(entry) == 3:
+            return prepare_job(*entry)
+        if len(entry) == 2:
+            first, second = entry
+            if isinstance(first, str):
+                return prepare_job(first, second, None)
+            return _prepare(first, _NO_PAYLOAD, second)
+    raise InvalidJobSpecError(
+        f"cannot add {entry!r:.80}: use a typed payload, (typed_payload, spec), "
+        "(identifier, payload) or (identifier, payload, spec)"
+    )
+
+
+def _prepare_many(entries: Iterable[JobInput]) -> list[PreparedJob]:
+    lone_entry = isinstance(entries, tuple) and bool(entries) and isinstance(entries[0], str)
+    if isinstance(entries, (str, bytes)) or lone_entry or _is_typed(entries):
+        # A lone (identifier, payload) tuple is an easy slip for [(identifier, payload)].
+        raise InvalidJobSpecError(f"add_jobs() takes a list of jobs, not {entries!r:.80}")
+    prepared = []
+    for position, entry in enumerate(entries):
+        try:
+            prepared.append(_prepare_entry(entry))
+        except InvalidJobSpecError as error:  # noqa: PERF203 - only on the way out
+            raise InvalidJobSpecError(f"add_jobs() job {position}: {error}") from error
+    return prepared
+
+
+def _is_typed(value: object) -> bool:
+    return getattr(type(value), "IDENTIFIER", None) is not None
+
+
+def _is_async_executor(value: object) -> bool:
+    return isinstance(value, AsyncExecutor) and inspect.iscoroutinefunction(value.fetch)
+
+
+def _loaded_class(module: str, name: str) -> type | None:
+    # Checking sys.modules avoids importing SQLAlchemy (slow) or its asyncio extension
+    # (needs greenlet) just to learn that an object is not one of theirs.
+    loaded = sys.modules.get(module)
+    found = getattr(loaded, name, None) if loaded is not None else None
+    return found if isinstance(found, type) else None
+
+
+def _is_instance(value: object, module: str, name: str) -> bool:
+    cls = _loaded_class(module, name)
+    return cls is not None and isinstance(value, cls)
+
+
+def _sync_executor(bind: object) -> tuple[SyncExecutor, Callable[[], bool]] | None:
+    """Adapt ``bind``; the callable says whether it is inside a transaction it must not end."""
+    if _is_instance(bind, "psycopg", "Connection"):
+        from .drivers._psycopg_common import PsycopgSyncExecutor
+
+        connection = cast("psycopg.Connection[Any]", bind)
+        return PsycopgSyncExecutor(connection), lambda: not connection.autocommit
+    if _is_instance(bind, "sqlalchemy.orm", "Session") or _is_instance(
+        bind, "sqlalchemy.engine", "Connection"
+    ):
+        from .drivers.sqlalchemy import SQLAlchemySyncExecutor
+
+        return SQLAlchemySyncExecutor(bind), lambda: True  # type: ignore[arg-type]
+    if isinstance(bind, SyncExecutor) and not _is_async_executor(bind):
+        # Like migrate_sync, assume a bare executor is an autocommit connection.
+        return bind, lambda: False
+    return None
+
+
+def _async_executor(bind: object) -> tuple[AsyncExecutor, bool] | None:
+    """Adapt ``bind``; the flag says whether it is inside a transaction it must not end."""
+    if isinstance(bind, DatabaseDriver):
+        return bind, False
+    if _is_instance(bind, "sqlalchemy.ext.asyncio", "AsyncSession") or _is_instance(
+        bind, "sqlalchemy.ext.asyncio", "AsyncConnection"
+    ):
+        from .drivers.sqlalchemy import SQLAlchemyAsyncExecutor
+
+        return SQLAlchemyAsyncExecutor(bind), True  # type: ignore[arg-type]
+    if _is_async_executor(bind):
+        return bind, True  # type: ignore[return-value]
+    return None
+
+
+def _unsupported(bind: object, family: str) -> ConfigurationError:
+    return ConfigurationError(
+        f"cannot run graphile-worker utilities over a {type(bind).__module__}."
+        f"{type(bind).__qualname__}; {family}"
+    )
+
+
+_SYNC_HINT = (
+    "SyncWorkerUtils takes a sync psycopg connection, a SQLAlchemy Connection or Session, "
+    "or a SyncExecutor"
+)
+_ASYNC_HINT = (
+    "WorkerUtils takes a DatabaseDriver (see WorkerUtils.connect), an AsyncExecutor, or a "
+    "SQLAlchemy AsyncConnection or AsyncSession"
+)
+
+
+def _utils_over(bind: object, schema: str) -> SyncWorkerUtils | WorkerUtils:
+    """The utils family that fits ``bind`` (see :meth:`_UtilsBase.using`)."""
+    if _async_executor(bind) is not None:
+        return WorkerUtils(bind, schema=schema)  # type: ignore[arg-type]
+    if _sync_executor(bind) is not None:
+        return SyncWorkerUtils(bind, schema=schema)  # type: ignore[arg-type]
+    raise _unsupported(bind, f"{_SYNC_HINT}; {_ASYNC_HINT}")
+
+
+class _UtilsBase:
+    """Everything both twins share: the schema, argument checks and the operations."""
+
+    __slots__ = ("_schema",)
+
+    def __init__(self, schema: str) -> None:
+        quote_identifier(schema)
+        self._schema = schema
+
+    @property
+    def schema(self) -> str:
+        """The PostgreSQL schema holding graphile-worker's tables (default ``graphile_worker``)."""
+        return self._schema
+
+    @overload
+    def using(self, bind: SyncBind) -> SyncWorkerUtils: ...
+
+    @overload
+    def using(self, bind: AsyncBind) -> WorkerUtils: ...
+
+    def using(self, bind: SyncBind | AsyncBind) -> SyncWorkerUtils | WorkerUtils:
+        """Utilities of the right family over a caller's connection or session, same schema.
+
+        Everything they do joins the caller's current transaction and is never committed
+        here: roll back and the jobs are gone, commit and workers see them. No other
+        connection is opened. Sync psycopg connections and SQLAlchemy ``Connection`` /
+        ``Session`` give a :class:`SyncWorkerUtils`; SQLAlchemy ``AsyncConnection`` /
+        ``AsyncSession`` give a :class:`WorkerUtils`.
+        """
+        return _utils_over(bind, self._schema)
+
+    # Each method below only decides: it checks arguments and returns the operation.
+
+    def _add_job(self, target: object, payload: object, spec: JobSpec | None) -> Operation[Job]:
+        return jobs_sql.add_job(self._schema, _prepare(target, payload, spec))
+
+    def _add_raw_job(
+        self, identifier: str, payload: object, spec: JobSpec | None
+    ) -> Operation[Job]:
+        return jobs_sql.add_job(self._schema, prepare_job(identifier, payload, spec))
+
+    def _add_jobs(
+        self, entries: Iterable[JobInput], job_key_preserve_run_at: bool
+    ) -> Operation[list[Job]]:
+        return jobs_sql.add_jobs(self._schema, _prepare_many(entries), job_key_preserve_run_at)
+
+    def _remove_job(self, job_key: str) -> Operation[Job | None]:
+        return jobs_sql.remove_job(self._schema, job_key)
+
+    def _complete_jobs(self, ids: Iterable[int]) -> Operation[list[Job]]:
+        return jobs_sql.complete_jobs(self._schema, jobs_sql.job_ids(ids))
+
+    def _permanently_fail_jobs(
+        self, ids: Iterable[int], reason: str | None
+    ) -> Operation[list[Job]]:
+        return jobs_sql.permanently_fail_jobs(self._schema, jobs_sql.job_ids(ids), reason)
+
+    def _reschedule_jobs(
+        self,
+        ids: Iterable[int],
+        run_at: datetime | None,
+        priority: int | None,
+        attempts: int | None,
+        max_attempts: int | None,
+    ) -> Operation[list[Job]]:
+        return jobs_sql.reschedule_jobs(
+            self._schema,
+            jobs_sql.job_ids(ids),
+            run_at=run_at,
+            priority=priority,
+            attempts=attempts,
+            max_attempts=max_attempts,
+        )
+
+    def _force_unlock_workers(self, worker_ids: Iterable[str]) -> Operation[None]:
+        return jobs_sql.force_unlock_workers(self._schema, worker_ids)
+
+    def _cleanup(
+        self,
+        tasks: Iterable[CleanupTask | str] | None,
+        task_identifiers_to_keep: Iterable[str] | None,
+    ) -> Operation[dict[CleanupTask, int]]:
+        return maintenance.cleanup(self._schema, tasks, task_identifiers_to_keep)
+
+
+class WorkerUtils(_UtilsBase):
+    """Add and administer jobs from async code (asyncio or trio, depending on the driver).
+
+    Build one with :meth:`connect` (it then owns its driver: close it with :meth:`aclose`
+    or ``async with``), over a driver you already have (``WorkerUtils(driver)``), or over
+    a SQLAlchemy ``AsyncConnection``/``AsyncSession`` to work inside its transaction.
+    """
+
+    __slots__ = ("_executor", "_in_transaction", "_owned_driver")
+
+    def __init__(
+        self,
+        executor: DatabaseDriver | AsyncExecutor | AsyncBind,
+        *,
+        schema: str = DEFAULT_SCHEMA,
+    ) -> None:
+        super().__init__(schema)
+        adapted = _async_executor(executor)
+        if adapted is None:
+            raise _unsupported(executor, _ASYNC_HINT)
+        self._executor, self._in_transaction = adapted
+        self._owned_driver: DatabaseDriver | None = None
+
+    @classmethod
+    async def connect(
+        cls,
+        url: str | None = None,
+        *,
+        driver: str = "auto",
+        schema: str = DEFAULT_SCHEMA,
+    ) -> WorkerUtils:
+        """Open a driver for ``url`` (``DATABASE_URL`` when ``None``) that the utils own."""
+        quote_identifier(schema)
+        from .drivers import create_driver
+
+        opened: DatabaseDriver = await create_driver(url, driver=driver)
+        utils = cls(opened, schema=schema)
+        utils._owned_driver = opened
+        return utils
+
+    async def aclose(self) -> None:
+        """Close the driver :meth:`connect` opened; a borrowed executor is left alone."""
+        owned, self._owned_driver = self._owned_driver, None
+        if owned is not None:
+            await owned.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    @overload
+    async def add_job(self, payload: TypedPayload, /, *, spec: JobSpec | None = None) -> Job: ...
+
+    @overload
+    async def add_job(
+        self, identifier: str, payload: object = None, /, spec: JobSpec | None = None
+    ) -> Job: ...
+
+    async def add_job(
+        self,
+        target: TypedPayload | str,
+        payload: object = _NO_PAYLOAD,
+        /,
+        spec: JobSpec | None = None,
+    ) -> Job:
+        """Queue one job and return it as stored.
+
+        ``add_job(SendEmail(to=...))`` takes the task identifier from the payload's class
+        (see :class:`~graphile_worker.spec.TypedPayload`); ``add_job("send_email", {...})``
+        names it. ``spec`` sets the queue, time, priority, job key and so on.
+
+        Raises:
+            InvalidJobSpecError: the payload or spec cannot be queued (nothing was sent).
+        """
+        return await run_async(self._add_job(target, payload, spec), self._executor)
+
+    async def add_raw_job(
+        self, identifier: str, payload: object = None, spec: JobSpec | None = None
+    ) -> Job:
+        """Queue one job for any task identifier, without typed-payload inference."""
+        return await run_async(self._add_raw_job(identifier, payload, spec), self._executor)
+
+    async def add_jobs(
+        self, jobs: Iterable[JobInput], *, job_key_preserve_run_at: bool = False
+    ) -> list[Job]:
+        """Queue many jobs in one statement; returns them in the order given.
+
+        The whole batch shares one job-key behaviour: replace, or with
+        ``job_key_preserve_run_at=True`` keep a waiting job's ``run_at``. ``unsafe_dedupe``
+        needs :meth:`add_job`.
+        """
+        return await run_async(self._add_jobs(jobs, job_key_preserve_run_at), self._executor)
+
+    async def remove_job(self, job_key: str) -> Job | None:
+        """Delete the job with ``job_key``; a running one instead loses its key and retries."""
+        return await run_async(self._remove_job(job_key), self._executor)
+
+    async def complete_jobs(self, ids: Iterable[int]) -> list[Job]:
+        """Mark unlocked jobs as done (deleting them); returns the jobs that were."""
+        return await run_async(self._complete_jobs(ids), self._executor)
+
+    async def permanently_fail_jobs(
+        self, ids: Iterable[int], reason: str | None = None
+    ) -> list[Job]:
+        """Fail unlocked jobs for good (attempts = max_attempts); returns the jobs changed."""
+        return await run_async(self._permanently_fail_jobs(ids, reason), self._executor)
+
+    async def reschedule_jobs(
+        self,
+        ids: Iterable[int],
+        *,
+        run_at: datetime | None = None,
+        priority: int | None = None,
+        attempts: int | None = None,
+        max_attempts: int | None = None,
+    ) -> list[Job]:
+        """Change unlocked jobs' timing and retry budget; ``None`` leaves a field alone."""
+        operation = self._reschedule_jobs(ids, run_at, priority, attempts, max_attempts)
+        return await run_async(operation, self._executor)
+
+    async def force_unlock_workers(self, worker_ids: Iterable[str]) -> None:
+        """Release jobs and queues held by workers that are known to be dead."""
+        await run_async(self._force_unlock_workers(worker_ids), self._executor)
+
+    async def cleanup(
+        self,
+        *,
+        tasks: Iterable[CleanupTask | str] | None = None,
+        task_identifiers_to_keep: Iterable[str] | None = None,
+    ) -> dict[CleanupTask, int]:
+        """Delete unused task identifiers and queues, or permanently failed jobs.
+
+        Without ``tasks`` this runs ``GC_JOB_QUEUES``, plus ``GC_TASK_IDENTIFIERS`` when
+        ``task_identifiers_to_keep`` is given (Node's defaults). Returns the number of rows
+        each task deleted.
+        """
+        operation = self._cleanup(tasks, task_identifiers_to_keep)
+        return await run_async(operation, self._executor)
+
+    async def migrate(self) -> MigrationReport:
+        """Install or upgrade the schema (see :func:`graphile_worker.migrate`)."""
+        return await migrate(
+            self._executor, schema=self._schema, in_transaction=self._in_transaction
+        )
+
+
+class SyncWorkerUtils(_UtilsBase):
+    """The blocking twin of :class:`WorkerUtils`, for sync code (scripts, WSGI apps, Alembic).
+
+    Build it over a sync psycopg connection, a SQLAlchemy ``Connection`` or ``Session``
+    (work then joins that transaction), or with :meth:`connect` to own an autocommit
+    psycopg connection (close it with :meth:`close` or ``with``).
+    """
+
+    __slots__ = ("_executor", "_in_transaction", "_owned_connection")
+
+    def __init__(
+        self,
+        executor: SyncExecutor | SyncBind,
+        *,
+        schema: str = DEFAULT_SCHEMA,
+    ) -> None:
+        super().__init__(schema)
+        adapted = _sync_executor(executor)
+        if adapted is None:
+            raise _unsupported(executor, _SYNC_HINT)
+        self._executor, self._in_transaction = adapted
+        self._owned_connection: psycopg.Connection[Any] | None = None
+
+    @classmethod
+    def connect(cls, url: str | None = None, *, schema: str = DEFAULT_SCHEMA) -> SyncWorkerUtils:
+        """Open an autocommit psycopg connection to ``url`` (``DATABASE_URL`` when ``None``)."""
+        quote_identifier(schema)
+        try:
+            import psycopg
+        except ImportError as error:
+            from .errors import DriverUnavailableError
+
+            raise DriverUnavailableError(
+                "SyncWorkerUtils.connect needs psycopg; install graphile-worker[psycopg]"
+            ) from error
+        from .drivers._psycopg_common import translate_psycopg_errors
+        from .drivers._url import resolve_url
+
+        resolved = resolve_url(url)
+        with translate_psycopg_errors():
+            connection = psycopg.connect(resolved, autocommit=True)
+        utils = cls(connection, schema=schema)
+        utils._owned_connection = connection
+        return utils
+
+    def close(self) -> None:
+        """Close the connection :meth:`connect` opened; a borrowed one is left alone."""
+        owned, self._owned_connection = self._owned_connection, None
+        if owned is not None:
+            owned.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    @overload
+    def add_job(self, payload: TypedPayload, /, *, spec: JobSpec | None = None) -> Job: ...
+
+    @overload
+    def add_job(
+        self, identifier: str, payload: object = None, /, spec: JobSpec | None = None
+    ) -> Job: ...
+
+    def add_job(
+        self,
+        target: TypedPayload | str,
+        payload: object = _NO_PAYLOAD,
+        /,
+        spec: JobSpec | None = None,
+    ) -> Job:
+        """Queue one job and return it as stored; see :meth:`WorkerUtils.add_job`."""
+        return run_sync(self._add_job(target, payload, spec), self._executor)
+
+    def add_raw_job(
+        self, identifier: str, payload: object = None, spec: JobSpec | None = None
+    ) -> Job:
+        """Queue one job for any task identifier, without typed-payload inference."""
+        return run_sync(self._add_raw_job(identifier, payload, spec), self._executor)
+
+    def add_jobs(
+        self, jobs: Iterable[JobInput], *, job_key_preserve_run_at: bool = False
+    ) -> list[Job]:
+        """Queue many jobs in one statement; see :meth:`WorkerUtils.add_jobs`."""
+        return run_sync(self._add_jobs(jobs, job_key_preserve_run_at), self._executor)
+
+    def remove_job(self, job_key: str) -> Job | None:
+        """Delete the job with ``job_key``; see :meth:`WorkerUtils.remove_job`."""
+        return run_sync(self._remove_job(job_key), self._executor)
+
+    def complete_jobs(self, ids: Iterable[int]) -> list[Job]:
+        """Mark unlocked jobs as done (deleting them); returns the jobs that were."""
+        return run_sync(self._complete_jobs(ids), self._executor)
+
+    def permanently_fail_jobs(self, ids: Iterable[int], reason: str | None = None) -> list[Job]:
+        """Fail unlocked jobs for good; see :meth:`WorkerUtils.permanently_fail_jobs`."""
+        return run_sync(self._permanently_fail_jobs(ids, reason), self._executor)
+
+    def reschedule_jobs(
+        self,
+        ids: Iterable[int],
+        *,
+        run_at: datetime | None = None,
+        priority: int | None = None,
+        attempts: int | None = None,
+        max_attempts: int | None = None,
+    ) -> list[Job]:
+        """Change unlocked jobs' timing and retry budget; ``None`` leaves a field alone."""
+        operation = self._reschedule_jobs(ids, run_at, priority, attempts, max_attempts)
+        return run_sync(operation, self._executor)
+
+    def force_unlock_workers(self, worker_ids: Iterable[str]) -> None:
+        """Release jobs and queues held by workers that are known to be dead."""
+        run_sync(self._force_unlock_workers(worker_ids), self._executor)
+
+    def cleanup(
+        self,
+        *,
+        tasks: Iterable[CleanupTask | str] | None = None,
+        task_identifiers_to_keep: Iterable[str] | None = None,
+    ) -> dict[CleanupTask, int]:
+        """Delete unused task identifiers and queues, or permanently failed jobs."""
+        return run_sync(self._cleanup(tasks, task_identifiers_to_keep), self._executor)
+
+    def migrate(self) -> MigrationReport:
+        """Install or upgrade the schema (see :func:`graphile_worker.migrate_sync`)."""
+        return migrate_sync(
+            self._executor, schema=self._schema, in_transaction=self._in_transaction()
+        )
