@@ -9,6 +9,7 @@ The tree, so that callers can pick how broadly to catch:
         * ``InvalidJobSpecError`` - a job spec or payload that cannot be queued
         * ``DriverUnavailableError`` - the requested driver's package is not installed, or the
           driver cannot run on the current async runtime
+        * ``TaskDefinitionError`` - a task handler or task module that cannot be registered
     * ``DatabaseError`` - PostgreSQL or the driver reported a failure
         * ``ConnectionLostError`` - the connection broke or could not be opened
         * ``QueryError`` - the server rejected a statement; ``sqlstate`` says why
@@ -18,6 +19,12 @@ The tree, so that callers can pick how broadly to catch:
         * ``IncompatibleSchemaError`` - the database holds a breaking migration newer than
           this library knows
         * ``LockedJobsError`` - migration 11 refused to run because jobs are still locked
+    * ``JobError`` - why one job did not succeed (recorded in its ``last_error``)
+        * ``PayloadDecodeError`` - the payload does not fit the handler's payload type
+        * ``UnknownTaskError`` - no handler for the job's task identifier
+        * ``BatchFailedError`` - items of a batch job failed
+        * ``HookError`` - an interceptor failed the job, or raised
+        * ``JobAbortedError`` - the job was cancelled because the worker shut down
 
 Driver exceptions never leak: each driver translates its own errors into this tree at the
 I/O boundary (see ``graphile_worker.drivers``), keeping the original as ``__cause__``.
@@ -25,20 +32,30 @@ I/O boundary (see ``graphile_worker.drivers``), keeping the original as ``__caus
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 __all__ = [
+    "BatchFailedError",
     "ConfigurationError",
     "ConnectionLostError",
     "DatabaseError",
     "DriverUnavailableError",
     "GraphileWorkerError",
+    "HookError",
     "IncompatibleSchemaError",
     "InvalidJobSpecError",
     "InvalidSchemaNameError",
+    "JobAbortedError",
+    "JobError",
     "LockedJobsError",
     "MigrationError",
+    "PayloadDecodeError",
     "QueryError",
+    "TaskDefinitionError",
     "UniqueViolationError",
+    "UnknownTaskError",
     "UnsupportedPostgresVersionError",
+    "error_text",
 ]
 
 
@@ -108,3 +125,52 @@ class IncompatibleSchemaError(MigrationError):
 
 class LockedJobsError(MigrationError):
     """Migration 11 cannot reshape the jobs table while jobs or queues are locked."""
+
+
+class TaskDefinitionError(ConfigurationError):
+    """A task handler, handler class or task module that cannot be registered."""
+
+
+class JobError(GraphileWorkerError):
+    """Why one job did not succeed; its message becomes the job's ``last_error``."""
+
+
+class PayloadDecodeError(JobError):
+    """The job's JSON payload does not fit the payload type its handler declares."""
+
+
+class UnknownTaskError(JobError):
+    """The worker holds no handler for the job's task identifier."""
+
+
+class HookError(JobError):
+    """An interceptor failed the job, or raised while deciding about it."""
+
+
+class JobAbortedError(JobError):
+    """The job was cancelled because the worker shut down before it finished."""
+
+
+def error_text(error: BaseException) -> str:
+    """The text recorded as a job's ``last_error``: the message, else the class name.
+
+    Node records the error's message (or its string form when the message is empty); an
+    empty ``str()`` is common for Python exceptions, so the class name stands in for it.
+    """
+    return str(error) or type(error).__name__
+
+
+class BatchFailedError(JobError):
+    """Every item of a batch job failed (or, from ``BatchResult.as_error``, some did).
+
+    The message uses Node's wording (``"Batch failures:"`` and one line per error), so
+    ``last_error`` reads the same whichever worker ran the batch. ``errors`` holds the item
+    errors in payload order; the first is also the ``__cause__``, so a logged traceback shows
+    where it came from.
+    """
+
+    def __init__(self, errors: Sequence[BaseException]) -> None:
+        super().__init__("Batch failures:\n" + "\n".join(error_text(e) for e in errors))
+        self.errors = tuple(errors)
+        if self.errors:
+            self.__cause__ = self.errors[0]

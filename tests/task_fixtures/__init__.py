@@ -1,0 +1,1 @@
+"""Modules that tests/test_task.py loads with load_tasks (not test modules themselves)."""

@@ -1,0 +1,8 @@
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass
+class Thing:
+    name: str
