@@ -1,6 +1,7 @@
 """graphile-worker for Python: a PostgreSQL job queue compatible with Node graphile-worker.
 
-The names below are the supported public API. Integrations live in their own modules so that
+The names below are the supported public API: declare tasks with :func:`task`, add jobs with
+:class:`WorkerUtils`, run them with :class:`Worker`. Integrations live in their own modules so that
 importing the package pulls in no database driver: ``graphile_worker.sqlalchemy`` (add jobs
 inside a caller's session), ``graphile_worker.alembic_support`` (Alembic environments),
 ``graphile_worker.embedded`` (a throwaway PostgreSQL for tests and demos).
@@ -17,24 +18,34 @@ from .drivers import (
     create_driver,
 )
 from .errors import (
+    BatchFailedError,
     ConfigurationError,
     ConnectionLostError,
     DatabaseError,
     DriverUnavailableError,
     GraphileWorkerError,
+    HookError,
     IncompatibleSchemaError,
     InvalidJobSpecError,
     InvalidSchemaNameError,
+    JobAbortedError,
+    JobError,
     LockedJobsError,
     MigrationError,
+    PayloadDecodeError,
     QueryError,
+    TaskDefinitionError,
     UniqueViolationError,
+    UnknownTaskError,
     UnsupportedPostgresVersionError,
 )
+from .hooks import Hooks, Observer, Plugin
 from .migrations import LATEST_MIGRATION, MigrationReport, migrate, migrate_sync
 from .schema import WorkerTables, tables_for_schema
 from .spec import JSON, CleanupTask, Job, JobKeyMode, JobSpec, TypedPayload
+from .task import BatchResult, Task, TaskRegistry, load_tasks, task
 from .utils import JobInput, SyncWorkerUtils, WorkerUtils
+from .worker import RunOnceSummary, Worker, WorkerContext, WorkerOptions
 
 __version__ = "0.1.0.dev0"
 
@@ -43,6 +54,8 @@ __all__ = [
     "JSON",
     "LATEST_MIGRATION",
     "AsyncExecutor",
+    "BatchFailedError",
+    "BatchResult",
     "CleanupTask",
     "ConfigurationError",
     "ConnectionLostError",
@@ -50,10 +63,14 @@ __all__ = [
     "DatabaseError",
     "DriverUnavailableError",
     "GraphileWorkerError",
+    "HookError",
+    "Hooks",
     "IncompatibleSchemaError",
     "InvalidJobSpecError",
     "InvalidSchemaNameError",
     "Job",
+    "JobAbortedError",
+    "JobError",
     "JobInput",
     "JobKeyMode",
     "JobSpec",
@@ -61,17 +78,30 @@ __all__ = [
     "MigrationError",
     "MigrationReport",
     "Notification",
+    "Observer",
+    "PayloadDecodeError",
+    "Plugin",
     "QueryError",
+    "RunOnceSummary",
     "SyncExecutor",
     "SyncWorkerUtils",
+    "Task",
+    "TaskDefinitionError",
+    "TaskRegistry",
     "TypedPayload",
     "UniqueViolationError",
+    "UnknownTaskError",
     "UnsupportedPostgresVersionError",
+    "Worker",
+    "WorkerContext",
+    "WorkerOptions",
     "WorkerTables",
     "WorkerUtils",
     "__version__",
     "create_driver",
+    "load_tasks",
     "migrate",
     "migrate_sync",
     "tables_for_schema",
+    "task",
 ]

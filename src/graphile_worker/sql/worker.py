@@ -1,0 +1,391 @@
+"""SQL the worker runs: claim jobs, record how they ended, release them, find the next one due.
+
+Each query works on many jobs at once (``get_jobs`` takes a ``limit``; completing, failing
+and releasing take lists), so a local queue or a completion batcher can call the same
+statements with bigger batches. Behaviour follows Node graphile-worker 0.18.0's
+``getJobs``/``completeJobs``/``failJobs``/``returnJobs``/``resetLockedAt`` so that Node and
+Python workers can share one queue:
+
+* a claim takes available jobs whose ``run_at`` has come, lower ``priority`` first, then
+  earlier ``run_at`` (then lower ``id``), skipping rows other workers hold
+  (``FOR UPDATE SKIP LOCKED``); a job in a named queue is claimable only while the queue is
+  unlocked, and claiming it locks the queue; at most one job per named queue is claimed at
+  once, so queues stay serial however large the batch;
+* claiming increments ``attempts``; completing deletes the job; failing records the error,
+  pushes ``run_at`` back by ``exp(least(attempts, 10))`` seconds and keeps the job (it stops
+  being available once ``attempts`` reaches ``max_attempts``); every path unlocks the queue.
+
+Failing and releasing touch only rows this worker still locks (``locked_by``), so a job that
+was force-unlocked and re-claimed elsewhere keeps the other worker's record. Completing
+deletes the job whoever holds it, as Node does: its handler did succeed, and leaving it
+behind would run its side effects again.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from functools import lru_cache
+from typing import Any
+
+from ..drivers.base import Row, Statement
+from ..spec import JSON, Job
+from . import render
+
+__all__ = [
+    "FailureSpec",
+    "Released",
+    "bind_complete_jobs",
+    "bind_fail_jobs",
+    "bind_get_jobs",
+    "bind_next_due",
+    "bind_release_jobs",
+    "bind_reset_locked",
+    "decode_jobs",
+    "decode_released",
+    "get_jobs_sql",
+    "next_due_sql",
+]
+
+_JOB_COLUMNS = """
+  jobs.id, jobs.job_queue_id, jobs.task_id, jobs.payload, jobs.priority, jobs.run_at,
+  jobs.attempts, jobs.max_attempts, jobs.last_error, jobs.created_at, jobs.updated_at,
+  jobs.key, jobs.locked_at, jobs.locked_by, jobs.revision, jobs.flags, jobs.is_available"""
+
+# Task identifiers are resolved to ids inside each statement rather than cached: a cached id
+# goes stale when the cleanup task GC_TASK_IDENTIFIERS deletes the row while no job uses it,
+# and a job added afterwards gets a new id the worker would never claim. The lookup is one
+# probe of a unique index per identifier.
+_TASKS = """
+known_tasks as (
+  select tasks.id, tasks.identifier
+  from {schema}._private_tasks as tasks
+  where tasks.identifier = any(CAST(:task_identifiers AS text[]))
+)"""
+
+_FLAGS_CLAUSE = "and (jobs.flags ?| CAST(:forbidden_flags AS text[])) is not true"
+
+# Node's queue strategy 2: lock the available queues up front (skipping those another
+# claim is locking right now), then take jobs outside any queue or inside those.
+_CLAIM = """
+with {tasks},
+candidates as (
+  select jobs.id, jobs.job_queue_id, jobs.priority, jobs.run_at
+  from {{schema}}._private_jobs as jobs
+  where jobs.is_available = true
+    and jobs.run_at <= {now}
+    and jobs.task_id in (select known_tasks.id from known_tasks)
+    and (
+      jobs.job_queue_id is null
+      or jobs.job_queue_id in (
+        select queues.id
+        from {{schema}}._private_job_queues as queues
+        where queues.is_available = true
+        for update skip locked
+      )
+    )
+    {flags}
+  order by jobs.priority, jobs.run_at, jobs.id
+  limit CAST(:limit AS integer)
+  for update skip locked
+),
+-- Two jobs of one named queue must never run together: keep the first of each queue. The
+-- others stay unlocked and wait for their queue, as in Node's batched getJobs.
+chosen as (
+  select distinct on (
+      candidates.job_queue_id,
+      case when candidates.job_queue_id is null then candidates.id end
+    )
+    candidates.id, candidates.job_queue_id
+  from candidates
+  order by
+    candidates.job_queue_id,
+    case when candidates.job_queue_id is null then candidates.id end,
+    candidates.priority, candidates.run_at, candidates.id
+),
+locked_queues as (
+  update {{schema}}._private_job_queues as queues
+  set locked_by = CAST(:worker_id AS text), locked_at = {now}
+  from chosen
+  where queues.id = chosen.job_queue_id
+  returning queues.id, queues.queue_name
+)
+update {{schema}}._private_jobs as jobs
+set attempts = jobs.attempts + 1, locked_by = CAST(:worker_id AS text), locked_at = {now}
+from chosen
+where jobs.id = chosen.id
+returning {columns},
+  (select known_tasks.identifier from known_tasks where known_tasks.id = jobs.task_id)
+    as task_identifier,
+  (select locked_queues.queue_name from locked_queues where locked_queues.id = jobs.job_queue_id)
+    as queue_name
+"""
+
+# Seconds (by the database's clock, or the worker's with use_local_time) until the earliest
+# claimable job in the future. Jobs in locked queues count too: waking for one costs an
+# empty claim, while ignoring them would mean polling for them.
+_NEXT_DUE = """
+with {tasks}
+select CAST(extract(epoch from min(jobs.run_at) - {now}) AS double precision) as seconds
+from {{schema}}._private_jobs as jobs
+where jobs.is_available = true
+  and jobs.run_at > {now}
+  and jobs.task_id in (select known_tasks.id from known_tasks)
+  {flags}
+"""
+
+
+def _unlock_queues(finished: str) -> str:
+    """A CTE unlocking the queues of the jobs in CTE ``finished``, if this worker holds them."""
+    return f"""
+unlocked_queues as (
+  update {{schema}}._private_job_queues as queues
+  set locked_by = null, locked_at = null
+  from {finished}
+  where queues.id = {finished}.job_queue_id and queues.locked_by = CAST(:worker_id AS text)
+)"""
+
+
+COMPLETE_JOBS = f"""
+with done as (
+  delete from {{schema}}._private_jobs as jobs
+  where jobs.id = any(CAST(:job_ids AS bigint[]))
+  returning jobs.id, jobs.job_queue_id
+),
+{_unlock_queues("done")}
+select done.id from done
+"""
+
+# Node's failJobs: the back-off counts from now or from a run_at still in the future, and a
+# batch job that failed only in part keeps just the failed items as its payload. A spec
+# without "payload" leaves the payload alone (el->'payload' is then SQL NULL).
+FAIL_JOBS = f"""
+with specs as (
+  select
+    CAST(spec ->> 'id' AS bigint) as id,
+    spec ->> 'message' as message,
+    spec -> 'payload' as payload
+  from json_array_elements(CAST(CAST(:specs AS text) AS json)) as specs(spec)
+),
+failed as (
+  update {{schema}}._private_jobs as jobs
+  set
+    last_error = specs.message,
+    run_at = greatest(now(), jobs.run_at) + exp(least(jobs.attempts, 10)) * interval '1 second',
+    locked_by = null,
+    locked_at = null,
+    payload = coalesce(specs.payload, jobs.payload)
+  from specs
+  where jobs.id = specs.id and jobs.locked_by = CAST(:worker_id AS text)
+  returning jobs.id, jobs.job_queue_id, jobs.run_at, jobs.attempts, jobs.max_attempts
+),
+{_unlock_queues("failed")}
+select failed.id, failed.run_at, failed.attempts, failed.max_attempts from failed
+"""
+
+# Node's returnJobs gives back the attempt a claim took and leaves run_at alone, which is
+# what a delay of 0 does (jobs claimed but never started keep their place in line). A job
+# cut short by a shutdown is also held back for a while, so that it does not restart at
+# once on the next worker (which may be shutting down too, during a rolling deploy).
+RELEASE_JOBS = f"""
+with released as (
+  update {{schema}}._private_jobs as jobs
+  set
+    attempts = greatest(0, jobs.attempts - 1),
+    locked_by = null,
+    locked_at = null,
+    run_at = greatest(
+      jobs.run_at,
+      case when CAST(:delay AS double precision) > 0
+        then now() + CAST(:delay AS double precision) * interval '1 second'
+      end
+    )
+  where jobs.id = any(CAST(:job_ids AS bigint[]))
+    and jobs.locked_by = CAST(:worker_id AS text)
+  returning jobs.id, jobs.job_queue_id, jobs.run_at, jobs.attempts
+),
+{_unlock_queues("released")}
+select released.id, released.run_at, released.attempts from released
+"""
+
+# Node's resetLockedAt: locks older than four hours belong to workers that died; free them.
+_RESET_LOCKED = """
+with stale_jobs as (
+  update {{schema}}._private_jobs as jobs
+  set locked_at = null, locked_by = null, run_at = greatest(jobs.run_at, {now})
+  where jobs.locked_at < {now} - interval '4 hours'
+)
+update {{schema}}._private_job_queues as queues
+set locked_at = null, locked_by = null
+where queues.locked_at < {now} - interval '4 hours'
+"""
+
+_DATABASE_NOW = "now()"
+_LOCAL_NOW = "CAST(:now AS timestamptz)"
+
+
+def _now(use_local_time: bool) -> str:
+    return _LOCAL_NOW if use_local_time else _DATABASE_NOW
+
+
+@lru_cache(maxsize=8)
+def get_jobs_sql(has_flags: bool, use_local_time: bool) -> str:
+    """The claim statement (still with ``{schema}``), one text per variant.
+
+    Node also builds one text per variant rather than testing ``:forbidden_flags is null``
+    in SQL: a prepared statement's generic plan then never carries a dead filter.
+    """
+    return _CLAIM.format(
+        tasks=_TASKS,
+        now=_now(use_local_time),
+        flags=_FLAGS_CLAUSE if has_flags else "",
+        columns=_JOB_COLUMNS,
+    )
+
+
+@lru_cache(maxsize=8)
+def next_due_sql(has_flags: bool, use_local_time: bool) -> str:
+    """The "seconds until the next claimable job" statement (still with ``{schema}``)."""
+    return _NEXT_DUE.format(
+        tasks=_TASKS, now=_now(use_local_time), flags=_FLAGS_CLAUSE if has_flags else ""
+    )
+
+
+def _claim_params(
+    task_identifiers: Sequence[str],
+    forbidden_flags: Collection[str],
+    now: datetime | None,
+) -> dict[str, Any]:
+    params: dict[str, Any] = {"task_identifiers": list(task_identifiers)}
+    if forbidden_flags:
+        params["forbidden_flags"] = sorted(forbidden_flags)
+    if now is not None:
+        params["now"] = now
+    return params
+
+
+def bind_get_jobs(
+    schema: str,
+    *,
+    worker_id: str,
+    task_identifiers: Sequence[str],
+    limit: int,
+    forbidden_flags: Collection[str] = (),
+    now: datetime | None = None,
+) -> Statement:
+    """Claim up to ``limit`` jobs for ``worker_id`` in one statement.
+
+    Args:
+        task_identifiers: Only jobs for these tasks are claimed; others stay untouched.
+        forbidden_flags: Jobs carrying any of these flags are skipped.
+        now: The worker's clock (``use_local_time``); ``None`` uses the database's ``now()``.
+    """
+    sql = render(get_jobs_sql(bool(forbidden_flags), now is not None), schema)
+    params = _claim_params(task_identifiers, forbidden_flags, now)
+    params["worker_id"] = worker_id
+    params["limit"] = limit
+    return Statement("fetch", sql, params)
+
+
+def bind_next_due(
+    schema: str,
+    *,
+    task_identifiers: Sequence[str],
+    forbidden_flags: Collection[str] = (),
+    now: datetime | None = None,
+) -> Statement:
+    """Seconds until the earliest future job this worker could claim (``None``: no such job)."""
+    sql = render(next_due_sql(bool(forbidden_flags), now is not None), schema)
+    return Statement("fetchval", sql, _claim_params(task_identifiers, forbidden_flags, now))
+
+
+def bind_complete_jobs(schema: str, *, worker_id: str, job_ids: Iterable[int]) -> Statement:
+    """Delete succeeded jobs and unlock the queues this worker holds; returns the ids deleted."""
+    return Statement(
+        "fetch",
+        render(COMPLETE_JOBS, schema),
+        {"job_ids": list(job_ids), "worker_id": worker_id},
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class FailureSpec:
+    """One failed attempt to record.
+
+    Attributes:
+        job_id: The job, which this worker must hold.
+        message: Becomes ``last_error``.
+        replacement_payload: For a batch job that failed in part, the items to retry
+            (Node's "replacement payload"); ``None`` keeps the payload.
+    """
+
+    job_id: int
+    message: str
+    replacement_payload: list[JSON] | None = None
+
+
+def _failure_json(spec: FailureSpec) -> dict[str, object]:
+    # PostgreSQL text cannot hold NUL; a message quoting binary data must still be stored.
+    entry: dict[str, object] = {"id": spec.job_id, "message": spec.message.replace("\x00", "\\0")}
+    if spec.replacement_payload is not None:
+        entry["payload"] = spec.replacement_payload
+    return entry
+
+
+def bind_fail_jobs(schema: str, *, worker_id: str, failures: Iterable[FailureSpec]) -> Statement:
+    """Record failed attempts (error, back-off, payload) and unlock jobs and queues.
+
+    Returns one row per job recorded: ``id``, the new ``run_at``, ``attempts`` and
+    ``max_attempts`` (``attempts >= max_attempts`` means it failed for good).
+    """
+    specs = json.dumps([_failure_json(spec) for spec in failures], separators=(",", ":"))
+    return Statement("fetch", render(FAIL_JOBS, schema), {"specs": specs, "worker_id": worker_id})
+
+
+def bind_release_jobs(
+    schema: str, *, worker_id: str, job_ids: Iterable[int], delay: float
+) -> Statement:
+    """Give back jobs whose run was interrupted, refunding the attempt, runnable after ``delay``."""
+    return Statement(
+        "fetch",
+        render(RELEASE_JOBS, schema),
+        {"job_ids": list(job_ids), "worker_id": worker_id, "delay": float(delay)},
+    )
+
+
+def bind_reset_locked(schema: str, *, now: datetime | None = None) -> Statement:
+    """Unlock jobs and queues whose lock is more than four hours old (dead workers)."""
+    sql = render(_RESET_LOCKED.format(now=_now(now is not None)), schema)
+    return Statement("execute", sql, {} if now is None else {"now": now})
+
+
+def decode_jobs(rows: Iterable[Row]) -> list[Job]:
+    """Claimed rows as :class:`~graphile_worker.spec.Job` values, in claim order."""
+    jobs = [Job.from_row(row) for row in rows]
+    jobs.sort(key=lambda job: (job.priority, job.run_at, job.id))
+    return jobs
+
+
+@dataclass(frozen=True, slots=True)
+class Released:
+    """A job handed back by :func:`bind_release_jobs` or recorded by :func:`bind_fail_jobs`."""
+
+    job_id: int
+    run_at: datetime
+    attempts: int
+    max_attempts: int | None = None
+
+
+def decode_released(rows: Iterable[Row]) -> dict[int, Released]:
+    """Rows of a release or fail statement, by job id."""
+    return {
+        row["id"]: Released(
+            job_id=row["id"],
+            run_at=row["run_at"],
+            attempts=row["attempts"],
+            max_attempts=row.get("max_attempts"),
+        )
+        for row in rows
+    }

@@ -1,0 +1,15 @@
+"""The runner: :class:`Worker` claims jobs from PostgreSQL and runs their handlers.
+
+Build a :class:`WorkerOptions`, then ``await Worker(options).run()`` (until stopped),
+``await worker.run_once()`` (what is runnable now, for tests), or ``async with worker:``
+inside an application. Handlers receive a :class:`WorkerContext`.
+"""
+
+from __future__ import annotations
+
+from ._context import WorkerContext as WorkerContext
+from ._options import RunOnceSummary as RunOnceSummary
+from ._options import WorkerOptions as WorkerOptions
+from ._worker import Worker as Worker
+
+__all__ = ["RunOnceSummary", "Worker", "WorkerContext", "WorkerOptions"]

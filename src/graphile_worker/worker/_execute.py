@@ -1,0 +1,165 @@
+"""One attempt at one job: decode, ask the hooks, call the handler, decide the outcome.
+
+Nothing here touches the jobs table; :func:`attempt_job` returns an :class:`Attempt` that
+says what to record, and the runner records it. Every failure a handler, a decoder or an
+interceptor can cause becomes a failed attempt here, so the runner only has to deal with
+cancellation. What ends up in ``last_error`` follows Node graphile-worker: the error's
+message alone (``str(error)``, or the exception's class name when the message is empty);
+the traceback goes to the log.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Literal
+
+import anyio
+
+from ..errors import JobAbortedError, UnknownTaskError, error_text
+from ..hooks import Failed, JobStart, SkipRun, Succeeded
+
+if TYPE_CHECKING:
+    from anyio import CapacityLimiter
+
+    from ..hooks import Hooks, Outcome
+    from ..spec import JSON, Job
+    from ..task import Task
+    from ._context import AbortSignal, WorkerContext
+
+__all__ = ["Attempt", "attempt_job", "log_outcome"]
+
+ContextFactory = Callable[["Job", object], "WorkerContext"]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Attempt:
+    """How one attempt ended.
+
+    Attributes:
+        kind: ``"completed"`` (delete the job), ``"failed"`` (record the error and back
+            off) or ``"interrupted"`` (release it without spending the attempt).
+        error: Why it failed; ``None`` otherwise.
+        replacement_payload: The items of a batch job left to retry, or ``None``.
+        duration: Seconds from the start of the handler to its end (0 when it never ran).
+    """
+
+    kind: Literal["completed", "failed", "interrupted"]
+    error: BaseException | None = None
+    replacement_payload: list[JSON] | None = None
+    duration: float = 0.0
+
+
+async def attempt_job(
+    job: Job,
+    task: Task | None,
+    *,
+    make_context: ContextFactory,
+    hooks: Hooks,
+    abort: AbortSignal,
+    worker_id: str,
+    limiter: CapacityLimiter,
+) -> Attempt:
+    """Run one attempt at ``job`` and say how it ended; only cancellation propagates.
+
+    ``limiter`` bounds the threads of plain ``def`` handlers; the runner sizes it to its
+    concurrency so that sync jobs never queue behind anyio's shared 40-thread limit.
+    """
+    if task is None:
+        # Claims only ever return jobs for known tasks; this guards a registry change.
+        error = UnknownTaskError(f"no handler for task {job.task_identifier!r} in this worker")
+        return Attempt("failed", error)
+    decode_error: Exception | None = None
+    try:
+        payload = task.decode(job.payload)
+    except Exception as error:  # noqa: BLE001 - a PayloadDecodeError, or a decoder's bug: fail the job
+        decode_error = error
+        payload = job.payload
+    ctx = make_context(job, payload)
+    started = anyio.current_time()
+    outcome: Outcome
+    replacement: list[JSON] | None = None
+    if decode_error is not None:
+        outcome = Failed(decode_error)
+    else:
+        try:
+            outcome, replacement = await _run(job, task, ctx, payload, hooks, worker_id, limiter)
+        except Exception as error:  # noqa: BLE001 - whatever the handler raised fails the job
+            if isinstance(error, JobAbortedError) and abort.is_set:
+                # The handler saw ctx.abort_requested and gave up: like a cancellation.
+                return Attempt("interrupted", duration=anyio.current_time() - started)
+            outcome = Failed(error)
+    duration = anyio.current_time() - started
+    if hooks:
+        original = outcome
+        try:
+            outcome = await hooks.after_job_run(job, ctx, outcome)
+        except Exception as error:  # noqa: BLE001 - a HookError naming the interceptor
+            outcome = Failed(error)
+        if outcome is not original and not (
+            isinstance(outcome, Failed)
+            and isinstance(original, Failed)
+            and outcome.error is original.error
+        ):
+            replacement = None  # the interceptor's verdict replaces the partial batch result
+    if isinstance(outcome, Succeeded):
+        return Attempt("completed", duration=duration)
+    return Attempt("failed", outcome.error, replacement, duration)
+
+
+async def _run(
+    job: Job,
+    task: Task,
+    ctx: WorkerContext,
+    payload: object,
+    hooks: Hooks,
+    worker_id: str,
+    limiter: CapacityLimiter,
+) -> tuple[Outcome, list[JSON] | None]:
+    """Ask the ``before_job_run`` hooks, then call the handler; raises what the handler raises."""
+    if hooks:
+        decision = await hooks.before_job_run(job, ctx)  # raises HookError for FailRun
+        if isinstance(decision, SkipRun):
+            return Succeeded(), None
+        await hooks.notify(JobStart(worker_id, job))
+    result = await task.execute(payload, ctx, limiter=limiter)
+    if result is None:
+        return Succeeded(), None
+    # Some items of a batch failed: fail the job with Node's message, keeping those items.
+    return Failed(result.as_error()), list(result.failed_items)
+
+
+def log_outcome(logger: logging.Logger, job: Job, attempt: Attempt) -> None:
+    """Node's one line per job: INFO on success, ERROR (with the traceback) on failure."""
+    milliseconds = attempt.duration * 1000
+    if attempt.kind == "completed":
+        if job.attempts > 1:
+            logger.info(
+                "Completed task %s (%s, %.2fms, attempt %d of %d) with success",
+                job.id,
+                job.task_identifier,
+                milliseconds,
+                job.attempts,
+                job.max_attempts,
+            )
+        else:
+            logger.info(
+                "Completed task %s (%s, %.2fms) with success",
+                job.id,
+                job.task_identifier,
+                milliseconds,
+            )
+    elif attempt.kind == "failed":
+        error = attempt.error
+        assert error is not None
+        logger.error(
+            "Failed task %s (%s, %.2fms, attempt %d of %d) with error '%s'",
+            job.id,
+            job.task_identifier,
+            milliseconds,
+            job.attempts,
+            job.max_attempts,
+            error_text(error),
+            exc_info=error if error.__traceback__ is not None else None,
+        )

@@ -1,0 +1,193 @@
+"""The worker's side of the job table: claim, complete, fail and release, in batches.
+
+:class:`JobSource` is the only part of the runner that talks to the jobs table. Each
+method takes or returns a list, one statement per call, so that a local queue or a
+completion batcher can sit in front of it later without changing it. Claims and the
+statements that record an outcome run in shielded cancel scopes: a statement cancelled in
+flight may still commit on the server, and a claim whose result we never read would leave
+jobs locked by us for hours.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import random
+from collections.abc import Collection, Sequence
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING
+
+import anyio
+
+from ..drivers.base import perform_async
+from ..errors import ConnectionLostError, DatabaseError
+from ..sql import worker as worker_sql
+
+if TYPE_CHECKING:
+    from ..drivers.base import DatabaseDriver, Row, Statement
+    from ..spec import Job
+    from ._options import ForbiddenFlags
+
+__all__ = ["JobSource"]
+
+RECORD_RETRY_DELAYS = (0.1, 0.5, 1.0, 2.0, 5.0)
+"""Seconds between attempts to record an outcome when the database is unreachable.
+
+Losing a completion leaves the job locked until the four-hour stale-lock reset and then
+runs it again, so it is worth waiting out a short outage (a failover, a restart)."""
+
+
+RESET_LOCKED_FIRST = 60.0
+RESET_LOCKED_INTERVAL = (480.0, 600.0)
+_TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "57P01", "57P02", "57P03"})
+
+
+class JobSource:
+    """Claims and settles jobs for one worker id, through one driver.
+
+    Args:
+        driver: The pool every statement runs on (autocommit, one statement each).
+        schema: The graphile-worker schema.
+        worker_id: Written to ``locked_by``; only jobs locked by it are settled.
+        task_identifiers: The tasks this worker can run; other jobs are never claimed.
+        forbidden_flags: A collection, or a function asked before each claim.
+        use_local_time: Send this machine's clock as "now" (Node's ``useNodeTime``).
+        logger: Where retries are reported.
+    """
+
+    def __init__(
+        self,
+        *,
+        driver: DatabaseDriver,
+        schema: str,
+        worker_id: str,
+        task_identifiers: Sequence[str],
+        forbidden_flags: ForbiddenFlags,
+        use_local_time: bool,
+        logger: logging.Logger,
+    ) -> None:
+        self._driver = driver
+        self._schema = schema
+        self._worker_id = worker_id
+        self._task_identifiers = list(task_identifiers)
+        self._forbidden_flags = forbidden_flags
+        self._use_local_time = use_local_time
+        self._logger = logger
+
+    def _now(self) -> datetime | None:
+        return datetime.now(timezone.utc) if self._use_local_time else None
+
+    async def _flags(self) -> Collection[str]:
+        flags = self._forbidden_flags
+        if not callable(flags):
+            return flags
+        result = flags()
+        if inspect.isawaitable(result):
+            result = await result
+        return result
+
+    async def claim(self, limit: int) -> list[Job]:
+        """Lock and return up to ``limit`` runnable jobs (fewer, or none, when fewer are ready)."""
+        statement = worker_sql.bind_get_jobs(
+            self._schema,
+            worker_id=self._worker_id,
+            task_identifiers=self._task_identifiers,
+            limit=limit,
+            forbidden_flags=await self._flags(),
+            now=self._now(),
+        )
+        with anyio.CancelScope(shield=True):
+            rows = await perform_async(statement, self._driver)
+        return worker_sql.decode_jobs(rows)
+
+    async def seconds_until_next(self) -> float | None:
+        """Seconds until the earliest future job this worker could claim, if any."""
+        statement = worker_sql.bind_next_due(
+            self._schema,
+            task_identifiers=self._task_identifiers,
+            forbidden_flags=await self._flags(),
+            now=self._now(),
+        )
+        seconds = await perform_async(statement, self._driver)
+        return None if seconds is None else max(0.0, float(seconds))
+
+    async def complete(self, jobs: Sequence[Job]) -> set[int]:
+        """Delete succeeded jobs; returns the ids that were still ours to delete."""
+        ids = [job.id for job in jobs]
+        statement = worker_sql.bind_complete_jobs(
+            self._schema, worker_id=self._worker_id, job_ids=ids
+        )
+        rows = await self._settle(statement, "complete", ids)
+        return {row["id"] for row in rows}
+
+    async def fail(
+        self, failures: Sequence[worker_sql.FailureSpec]
+    ) -> dict[int, worker_sql.Released]:
+        """Record failed attempts; returns the new ``run_at``/``attempts`` by job id."""
+        statement = worker_sql.bind_fail_jobs(
+            self._schema, worker_id=self._worker_id, failures=failures
+        )
+        rows = await self._settle(statement, "fail", [failure.job_id for failure in failures])
+        return worker_sql.decode_released(rows)
+
+    async def release(self, jobs: Sequence[Job], delay: float) -> dict[int, worker_sql.Released]:
+        """Hand interrupted jobs back, refunding their attempt, runnable after ``delay``."""
+        ids = [job.id for job in jobs]
+        statement = worker_sql.bind_release_jobs(
+            self._schema, worker_id=self._worker_id, job_ids=ids, delay=delay
+        )
+        rows = await self._settle(statement, "release", ids)
+        return worker_sql.decode_released(rows)
+
+    async def reset_stale_locks(self) -> None:
+        """Unlock jobs and queues locked more than four hours ago (Node's ``resetLockedAt``).
+
+        Their workers died; a failure here is logged, since the next sweep will retry.
+        """
+        statement = worker_sql.bind_reset_locked(self._schema, now=self._now())
+        try:
+            await perform_async(statement, self._driver)
+        except DatabaseError as error:
+            self._logger.error("Could not reset stale job locks (%s); will try again", error)
+
+    async def reset_stale_locks_periodically(self) -> None:
+        """Sweep stale locks as Node does: first within a minute (at a random moment, so that
+        a fleet restarting together does not sweep in step), then every 8 to 10 minutes."""
+        delay = random.uniform(0, RESET_LOCKED_FIRST)  # spreading load, not security
+        while True:
+            await anyio.sleep(delay)
+            await self.reset_stale_locks()
+            delay = random.uniform(*RESET_LOCKED_INTERVAL)
+
+    async def _settle(self, statement: Statement, action: str, ids: list[int]) -> list[Row]:
+        """Run a statement that records outcomes, retrying while the database is away."""
+        with anyio.CancelScope(shield=True):
+            for attempt, delay in enumerate((*RECORD_RETRY_DELAYS, None), start=1):
+                result = await self._try(statement)
+                if not isinstance(result, DatabaseError):
+                    return result
+                error = result
+                if delay is None or not _is_transient(error):
+                    raise error
+                self._logger.warning(
+                    "Could not %s job(s) %s (attempt %d: %s); retrying in %.1fs",
+                    action,
+                    ", ".join(map(str, ids)),
+                    attempt,
+                    error,
+                    delay,
+                )
+                await anyio.sleep(delay)
+        raise AssertionError("unreachable")  # the last round always returns or raises
+
+    async def _try(self, statement: Statement) -> list[Row] | DatabaseError:
+        try:
+            rows: list[Row] = await perform_async(statement, self._driver)
+        except DatabaseError as error:
+            return error
+        return rows
+
+
+def _is_transient(error: DatabaseError) -> bool:
+    """Errors worth retrying: a lost connection, a deadlock or a serialisation failure."""
+    return isinstance(error, ConnectionLostError) or error.sqlstate in _TRANSIENT_SQLSTATES

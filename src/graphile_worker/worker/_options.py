@@ -1,0 +1,207 @@
+"""How a worker is configured (:class:`WorkerOptions`) and what ``run_once`` reports.
+
+Every option is checked when the options are built, so a typo fails at start-up with a
+message naming the option, before any connection is opened. Defaults are Node
+graphile-worker's (``concurrentJobs`` 1, ``pollInterval`` 2 s, ``maxPoolSize`` 10).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
+from types import MappingProxyType
+from typing import TYPE_CHECKING, TypeAlias
+
+from ..drivers import DRIVER_NAMES
+from ..drivers.base import DatabaseDriver
+from ..errors import ConfigurationError
+from ..sql import DEFAULT_SCHEMA, quote_identifier
+from ..task import TaskRegistry
+
+if TYPE_CHECKING:
+    from ..hooks import Observer, Plugin
+
+__all__ = ["ForbiddenFlags", "RunOnceSummary", "WorkerOptions"]
+
+ForbiddenFlags: TypeAlias = (
+    Collection[str] | Callable[[], "Collection[str] | Awaitable[Collection[str]]"]
+)
+"""Flags a worker refuses: a fixed collection, or a (sync or async) function asked before
+every claim, so the set can change while the worker runs (a rate limit, a maintenance
+window)."""
+
+_DRIVER_CHOICES = (*DRIVER_NAMES, "psycopg_threaded")
+
+
+def _positive_number(name: str, value: object, *, allow_zero: bool) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigurationError(f"{name} must be a finite number of seconds, not {value!r}")
+    if value < 0 or (value == 0 and not allow_zero):
+        limit = "0 or more" if allow_zero else "more than 0"
+        raise ConfigurationError(f"{name} must be {limit} seconds, not {value!r}")
+    return float(value)
+
+
+def _positive_int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigurationError(f"{name} must be an int of at least 1, not {value!r}")
+    return value
+
+
+def _check_flags(value: object) -> ForbiddenFlags:
+    if callable(value):
+        return value
+    if isinstance(value, (str, bytes)) or not isinstance(value, Collection):
+        raise ConfigurationError(
+            f"forbidden_flags must be a collection of str or a function returning one, "
+            f"not {value!r:.80}"
+        )
+    for flag in value:
+        if not isinstance(flag, str):
+            raise ConfigurationError(f"every forbidden flag must be a str, not {flag!r:.80}")
+    return frozenset(value)
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class WorkerOptions:
+    """Everything a :class:`~graphile_worker.worker.Worker` needs; checked when built.
+
+    Attributes:
+        tasks: The handlers to run: a :class:`~graphile_worker.task.TaskRegistry`, or
+            decorated functions, handler classes and ``Task`` objects (made into one).
+            Jobs for any other task identifier are left in the queue for other workers.
+        database_url: ``postgresql://...`` (SQLAlchemy URLs too); ``None`` reads
+            ``DATABASE_URL``. Ignored when ``driver`` is a driver instance.
+        driver: A driver name (``"auto"``, ``"asyncpg"``, ``"psycopg"``,
+            ``"psycopg-threaded"``), opened for each run and closed after it, or an open
+            :class:`~graphile_worker.drivers.DatabaseDriver` the application owns (it is
+            never closed by the worker).
+        schema: The graphile-worker schema.
+        concurrency: How many jobs run at the same time (Node's ``concurrentJobs``).
+        max_pool_size: Connections in the pool the worker opens (``LISTEN`` uses one more).
+        poll_interval: Seconds between polls when no notification arrives. Notifications
+            and a timer for delayed jobs start most jobs long before a poll would.
+        forbidden_flags: Jobs carrying any of these flags are not claimed; see
+            :data:`ForbiddenFlags`.
+        extensions: Application state handed to every job as ``ctx.extensions``
+            (read-only).
+        use_local_time: Compare ``run_at`` with this machine's clock instead of the
+            database's (Node's ``useNodeTime``), for clocks that disagree.
+        shutdown_grace_period: Seconds running jobs may take to finish after a stop is
+            requested; after that they are cancelled and released.
+        interrupted_job_retry_delay: Seconds a released (interrupted) job waits before any
+            worker may run it again.
+        install_signal_handlers: Stop gracefully on SIGINT/SIGTERM (a second signal stops at
+            once). Turn it off when embedding the worker in an application that handles
+            signals itself (a web server). Only possible in the main thread.
+        hooks: :class:`~graphile_worker.hooks.Plugin` and
+            :class:`~graphile_worker.hooks.Observer` instances.
+        prepared_statements: ``False`` behind PgBouncer in transaction mode.
+        migrate: Install or upgrade the schema when the worker starts.
+        logger: Where the worker logs (default ``graphile_worker.worker``).
+    """
+
+    tasks: TaskRegistry | Iterable[object]
+    database_url: str | None = None
+    driver: str | DatabaseDriver = "auto"
+    schema: str = DEFAULT_SCHEMA
+    concurrency: int = 1
+    max_pool_size: int = 10
+    poll_interval: float = 2.0
+    forbidden_flags: ForbiddenFlags = ()
+    extensions: Mapping[str, object] = dataclasses.field(default_factory=dict)
+    use_local_time: bool = False
+    shutdown_grace_period: float = 5.0
+    interrupted_job_retry_delay: float = 30.0
+    install_signal_handlers: bool = True
+    hooks: Iterable[Plugin | Observer] = ()
+    prepared_statements: bool = True
+    migrate: bool = True
+    logger: logging.Logger | None = None
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__  # frozen: normalise fields once, here
+        registry = self.tasks if isinstance(self.tasks, TaskRegistry) else None
+        if registry is None:
+            if isinstance(self.tasks, (str, bytes)) or not isinstance(self.tasks, Iterable):
+                raise ConfigurationError(
+                    f"tasks must be a TaskRegistry or a list of task functions, handler "
+                    f"classes or Task objects, not {self.tasks!r:.80}"
+                )
+            registry = TaskRegistry(self.tasks)
+        if len(registry) == 0:
+            raise ConfigurationError(
+                "a worker needs at least one task; pass tasks=[...] with @task functions or "
+                "handler classes"
+            )
+        set_(self, "tasks", registry)
+        if self.database_url is not None and not isinstance(self.database_url, str):
+            raise ConfigurationError(f"database_url must be a str, not {self.database_url!r}")
+        if isinstance(self.driver, str):
+            if self.driver not in _DRIVER_CHOICES:
+                raise ConfigurationError(
+                    f"driver must be one of {', '.join(map(repr, DRIVER_NAMES))} or an open "
+                    f"DatabaseDriver, not {self.driver!r}"
+                )
+        elif not isinstance(self.driver, DatabaseDriver):
+            raise ConfigurationError(
+                f"driver must be a driver name or an open DatabaseDriver, not {self.driver!r:.80}"
+            )
+        quote_identifier(self.schema)
+        _positive_int("concurrency", self.concurrency)
+        _positive_int("max_pool_size", self.max_pool_size)
+        set_(
+            self,
+            "poll_interval",
+            _positive_number("poll_interval", self.poll_interval, allow_zero=False),
+        )
+        set_(
+            self,
+            "shutdown_grace_period",
+            _positive_number("shutdown_grace_period", self.shutdown_grace_period, allow_zero=True),
+        )
+        set_(
+            self,
+            "interrupted_job_retry_delay",
+            _positive_number(
+                "interrupted_job_retry_delay", self.interrupted_job_retry_delay, allow_zero=True
+            ),
+        )
+        set_(self, "forbidden_flags", _check_flags(self.forbidden_flags))
+        if not isinstance(self.extensions, Mapping):
+            raise ConfigurationError(f"extensions must be a mapping, not {self.extensions!r:.80}")
+        set_(self, "extensions", MappingProxyType(dict(self.extensions)))
+        set_(self, "hooks", tuple(self.hooks))
+        if self.logger is not None and not isinstance(self.logger, logging.Logger):
+            raise ConfigurationError(f"logger must be a logging.Logger, not {self.logger!r:.80}")
+
+    @property
+    def registry(self) -> TaskRegistry:
+        """The tasks as a :class:`~graphile_worker.task.TaskRegistry` (``tasks`` normalised)."""
+        assert isinstance(self.tasks, TaskRegistry)
+        return self.tasks
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RunOnceSummary:
+    """What :meth:`Worker.run_once() <graphile_worker.worker.Worker.run_once>` did.
+
+    Attributes:
+        completed: Jobs that succeeded (or that a ``before_job_run`` hook skipped) and were
+            removed from the queue.
+        failed: Failed attempts, recorded with back-off (includes ``permanently_failed``).
+        permanently_failed: Failed attempts that were the job's last.
+        interrupted: Jobs cut short by a stop and released without spending an attempt.
+    """
+
+    completed: int = 0
+    failed: int = 0
+    permanently_failed: int = 0
+    interrupted: int = 0
+
+    @property
+    def total(self) -> int:
+        """Every job claimed during the run."""
+        return self.completed + self.failed + self.interrupted

@@ -1,0 +1,411 @@
+"""One run of a worker: the claim loop, the jobs, the wake-ups and the shutdown sequence.
+
+A :class:`WorkerRun` lives from ``run()``/``run_once()`` start to return. Its shape:
+
+* the **claim loop** asks for as many jobs as there are free slots, starts each in the jobs
+  task group and claims again while claims return something; when one comes back empty
+  it sleeps until a wake-up: a ``jobs:insert`` notification, a job ending (which may
+  unlock a serial queue), the timer for the next delayed job, or the poll interval;
+* **stopping** (``stop()``, a signal, a breaking migration) ends the claim loop and raises
+  the abort signal; running jobs get ``shutdown_grace_period`` seconds, then the jobs task
+  group is cancelled; a second signal skips the wait;
+* every job that did not finish is **released** in one statement, in a shielded scope,
+  without spending its attempt; this also happens when the run itself is cancelled.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import anyio
+import sniffio
+from anyio.abc import TaskGroup, TaskStatus
+
+from ..errors import DatabaseError, error_text
+from ..hooks import (
+    JobComplete,
+    JobFail,
+    JobFetch,
+    JobInterrupted,
+    JobPermanentlyFail,
+    WorkerShutdown,
+    WorkerStart,
+)
+from ..sql.worker import FailureSpec
+from ._context import AbortSignal, WorkerContext
+from ._execute import Attempt, attempt_job, log_outcome
+from ._fetch import JobSource
+from ._listen import listen_for_jobs
+from ._options import RunOnceSummary
+from ._shutdown import watch_signals
+
+if TYPE_CHECKING:
+    from anyio.lowlevel import EventLoopToken
+
+    from ..drivers.base import DatabaseDriver
+    from ..hooks import Hooks
+    from ..spec import Job
+    from ._options import WorkerOptions
+
+__all__ = ["WorkerRun"]
+
+TIMER_SLACK = 0.002
+"""Seconds added to the timer for the next delayed job, so it fires after run_at, not just
+before it (the database rounds to microseconds, our clock does not)."""
+
+
+def _threadsafe_scheduler() -> Callable[..., object]:
+    """The running loop's "call this soon" entry point for other threads; it never blocks.
+
+    anyio's ``from_thread.run_sync`` waits for the result, which deadlocks when the loop
+    thread is itself waiting for the calling thread.
+    """
+    if sniffio.current_async_library() == "trio":
+        import trio
+
+        return trio.lowlevel.current_trio_token().run_sync_soon
+    import asyncio
+
+    return asyncio.get_running_loop().call_soon_threadsafe
+
+
+class WorkerRun:
+    """The state of one run; built and driven by :class:`~graphile_worker.worker.Worker`."""
+
+    def __init__(
+        self,
+        *,
+        options: WorkerOptions,
+        driver: DatabaseDriver,
+        hooks: Hooks,
+        worker_id: str,
+        logger: logging.Logger,
+        continuous: bool,
+        token: EventLoopToken,
+    ) -> None:
+        self._options = options
+        self._driver = driver
+        self._hooks = hooks
+        self._worker_id = worker_id
+        self._logger = logger
+        self._continuous = continuous
+        self._token = token
+        self._thread_id = threading.get_ident()
+        self._call_soon_threadsafe = _threadsafe_scheduler()
+        self._registry = options.registry
+        self._source = JobSource(
+            driver=driver,
+            schema=options.schema,
+            worker_id=worker_id,
+            task_identifiers=self._registry.identifiers,
+            forbidden_flags=options.forbidden_flags,
+            use_local_time=options.use_local_time,
+            logger=logger,
+        )
+        self.abort = AbortSignal()
+        self._threads = anyio.CapacityLimiter(options.concurrency)
+        self._wake = anyio.Event()
+        self._running: dict[int, Job] = {}
+        self._interrupted: list[Job] = []
+        self._stop_reason: str | None = None
+        self._immediate = False
+        self._grace_scope: anyio.CancelScope | None = None
+        self._shutdown_notified = False
+        self._completed = self._failed = self._permanently_failed = self._released = 0
+
+    # ------------------------------------------------------------------------- stopping
+
+    @property
+    def stopping(self) -> bool:
+        """Whether a stop was requested (the run no longer claims jobs)."""
+        return self._stop_reason is not None
+
+    def request_stop(self, reason: str) -> None:
+        """Stop claiming and let running jobs finish; call on the event loop."""
+        if self._stop_reason is None:
+            self._stop_reason = reason
+            self._logger.info("Worker %s stopping: %s", self._worker_id, reason)
+            self.abort.set()
+            self._wake.set()
+
+    def request_immediate_stop(self, reason: str) -> None:
+        """Stop now: cancel running jobs at once (they are still released)."""
+        self.request_stop(reason)
+        self._immediate = True
+        if self._grace_scope is not None:
+            self._grace_scope.cancel()
+
+    def request_stop_from_any_thread(self, reason: str) -> None:
+        """:meth:`request_stop`, safe to call from any thread."""
+        if threading.get_ident() == self._thread_id:
+            self.request_stop(reason)
+            return
+        # Schedule without waiting: the loop may be busy (even blocked on this very thread),
+        # and a stop request must never hang its caller. A RuntimeError means the event
+        # loop has finished, and with it the run.
+        with contextlib.suppress(RuntimeError):
+            self._call_soon_threadsafe(self.request_stop, reason)
+
+    def _on_breaking_migration(self, number: int) -> None:
+        self._logger.warning(
+            "A breaking migration (%s) was applied to the database; this worker cannot "
+            "safely continue and is stopping",
+            number,
+        )
+        self.request_stop(f"breaking migration {number} applied by another process")
+
+    def _nudge(self) -> None:
+        self._wake.set()
+
+    # ------------------------------------------------------------------------------ run
+
+    async def serve(self, task_status: TaskStatus[None]) -> RunOnceSummary:
+        """Run until stopped (or, for ``run_once``, until nothing is runnable)."""
+        try:
+            async with anyio.create_task_group() as services:
+                if self._options.install_signal_handlers:
+                    await services.start(self._watch_signals)
+                if self._continuous:
+                    await services.start(self._listen)
+                    services.start_soon(self._source.reset_stale_locks_periodically)
+                else:
+                    await self._source.reset_stale_locks()
+                self._logger.info(
+                    "Worker %s connected and looking for jobs (task names: %s)",
+                    self._worker_id,
+                    ", ".join(repr(name) for name in self._registry.identifiers),
+                )
+                if self._hooks:
+                    await self._hooks.notify(WorkerStart(self._worker_id))
+                task_status.started()
+                await self._process()
+                services.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._notify_shutdown(self._stop_reason or "the run was cancelled")
+        return RunOnceSummary(
+            completed=self._completed,
+            failed=self._failed,
+            permanently_failed=self._permanently_failed,
+            interrupted=self._released,
+        )
+
+    async def _watch_signals(self, *, task_status: TaskStatus[None]) -> None:
+        await watch_signals(
+            graceful=self.request_stop,
+            immediate=self.request_immediate_stop,
+            logger=self._logger,
+            task_status=task_status,
+        )
+
+    async def _listen(self, *, task_status: TaskStatus[None]) -> None:
+        await listen_for_jobs(
+            self._driver,
+            on_jobs=self._nudge,
+            on_breaking_migration=self._on_breaking_migration,
+            logger=self._logger,
+            task_status=task_status,
+        )
+
+    async def _notify_shutdown(self, reason: str) -> None:
+        if not self._shutdown_notified:
+            self._shutdown_notified = True
+            if self._hooks:
+                await self._hooks.notify(WorkerShutdown(self._worker_id, reason))
+
+    async def _process(self) -> None:
+        try:
+            async with anyio.create_task_group() as jobs:
+                await self._claim_loop(jobs)
+                await self._notify_shutdown(self._stop_reason or "no more jobs to run")
+                await self._wait_for_jobs(jobs)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._release_interrupted()
+
+    async def _claim_loop(self, jobs: TaskGroup) -> None:
+        options = self._options
+        while not self.stopping:
+            self._wake = anyio.Event()  # before claiming: a wake-up during the claim counts
+            free = options.concurrency - len(self._running)
+            timeout: float | None = None
+            if free > 0:
+                try:
+                    claimed = await self._source.claim(free)
+                except DatabaseError as error:
+                    if not self._continuous:
+                        raise
+                    self._logger.warning("Could not fetch jobs (%s); retrying", error)
+                    claimed = []
+                    timeout = options.poll_interval
+                else:
+                    if self.stopping and claimed:
+                        # The stop came while the claim was in flight: hand these back
+                        # untouched rather than start them with the abort signal raised.
+                        await self._return_unstarted(claimed)
+                        return
+                    for job in claimed:
+                        self._running[job.id] = job
+                        jobs.start_soon(self._run_job, job, name=f"graphile_worker job {job.id}")
+                    if claimed:
+                        continue  # there may be more; claim until a claim comes back empty
+                    if not self._continuous:
+                        if not self._running:
+                            return
+                    else:
+                        timeout = await self._until_next_poll()
+            with anyio.move_on_after(timeout):
+                await self._wake.wait()
+
+    async def _until_next_poll(self) -> float:
+        """Seconds to sleep after an empty claim: the poll interval, or less for a delayed job."""
+        try:
+            due = await self._source.seconds_until_next()
+        except DatabaseError as error:
+            self._logger.warning("Could not look for delayed jobs (%s)", error)
+            due = None
+        poll = self._options.poll_interval
+        return poll if due is None else min(poll, due + TIMER_SLACK)
+
+    async def _wait_for_jobs(self, jobs: TaskGroup) -> None:
+        """Give running jobs the grace period, then cancel whatever is left."""
+        if not self._running:
+            return
+        grace = 0.0 if self._immediate else self._options.shutdown_grace_period
+        with anyio.move_on_after(grace) as self._grace_scope:
+            while self._running:
+                self._wake = anyio.Event()
+                await self._wake.wait()
+        self._grace_scope = None
+        if self._running:
+            self._logger.warning(
+                "Cancelling %d running job(s) (%s) after the %.1fs grace period",
+                len(self._running),
+                ", ".join(str(job_id) for job_id in self._running),
+                grace,
+            )
+            jobs.cancel_scope.cancel()
+
+    # ----------------------------------------------------------------------------- jobs
+
+    def _make_context(self, job: Job, payload: object) -> WorkerContext:
+        return WorkerContext(
+            job=job,
+            payload=payload,
+            worker_id=self._worker_id,
+            extensions=self._options.extensions,
+            driver=self._driver,
+            schema=self._options.schema,
+            hooks=self._hooks,
+            abort=self.abort,
+            logger=self._logger,
+            token=self._token,
+            use_local_time=self._options.use_local_time,
+        )
+
+    async def _run_job(self, job: Job) -> None:
+        settled = False
+        try:
+            if self._hooks:
+                await self._hooks.notify(JobFetch(self._worker_id, job))
+            attempt = await attempt_job(
+                job,
+                self._registry.get(job.task_identifier),
+                make_context=self._make_context,
+                hooks=self._hooks,
+                abort=self.abort,
+                worker_id=self._worker_id,
+                limiter=self._threads,
+            )
+            if attempt.kind != "interrupted":
+                settled = True
+                await self._record(job, attempt)
+        finally:
+            if not settled:
+                self._interrupted.append(job)  # cancelled, or gave up on an abort request
+            del self._running[job.id]
+            self._wake.set()
+
+    async def _record(self, job: Job, attempt: Attempt) -> None:
+        log_outcome(self._logger, job, attempt)
+        try:
+            if attempt.kind == "completed":
+                await self._source.complete([job])
+                self._completed += 1
+                if self._hooks:
+                    await self._hooks.notify(JobComplete(self._worker_id, job, attempt.duration))
+                return
+            error = attempt.error
+            assert error is not None
+            failure = FailureSpec(job.id, error_text(error), attempt.replacement_payload)
+            recorded = (await self._source.fail([failure])).get(job.id)
+        except DatabaseError as database_error:
+            self._logger.error(
+                "Could not record the outcome of job %s (%s): %s; it stays locked by %s "
+                "until the stale-lock reset frees it",
+                job.id,
+                job.task_identifier,
+                database_error,
+                self._worker_id,
+            )
+            return
+        self._failed += 1
+        final = job.attempts >= job.max_attempts
+        if final:
+            self._permanently_failed += 1
+        if self._hooks:
+            next_run_at = None if final or recorded is None else recorded.run_at
+            await self._hooks.notify(JobFail(self._worker_id, job, error, next_run_at))
+            if final:
+                await self._hooks.notify(JobPermanentlyFail(self._worker_id, job, error))
+
+    async def _return_unstarted(self, jobs: list[Job]) -> None:
+        """Give back claimed jobs that never started, at once and without delay."""
+        with anyio.CancelScope(shield=True):
+            try:
+                await self._source.release(jobs, 0.0)
+                self._logger.info(
+                    "Returned %d job(s) claimed as the worker began to stop: %s",
+                    len(jobs),
+                    ", ".join(str(job.id) for job in jobs),
+                )
+            except DatabaseError as error:
+                self._logger.error(
+                    "Could not return unstarted job(s) %s: %s",
+                    ", ".join(str(job.id) for job in jobs),
+                    error,
+                )
+
+    async def _release_interrupted(self) -> None:
+        """Give back every job that did not finish, in one statement; never raises."""
+        jobs, self._interrupted = self._interrupted, []
+        if not jobs:
+            return
+        delay = self._options.interrupted_job_retry_delay
+        try:
+            released = await self._source.release(jobs, delay)
+        except DatabaseError as error:
+            self._logger.error(
+                "Could not release interrupted job(s) %s: %s; they stay locked until the "
+                "stale-lock reset frees them",
+                ", ".join(str(job.id) for job in jobs),
+                error,
+            )
+            return
+        for job in jobs:
+            outcome = released.get(job.id)
+            if outcome is None:
+                continue
+            self._released += 1
+            self._logger.info(
+                "Released job %s (%s), interrupted by shutdown; it runs again from %s",
+                job.id,
+                job.task_identifier,
+                outcome.run_at.isoformat(),
+            )
+            if self._hooks:
+                await self._hooks.notify(JobInterrupted(self._worker_id, job, outcome.run_at))

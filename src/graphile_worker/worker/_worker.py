@@ -1,0 +1,222 @@
+"""The public runner: :class:`Worker`.
+
+A ``Worker`` holds its options, hooks and id; each ``run()``/``run_once()`` opens the
+driver (unless the application lent one), migrates, and hands over to a
+:class:`~graphile_worker.worker._run.WorkerRun`. ``stop()`` may be called from anywhere at
+any time: from a signal, from another thread, from a job, before the run has started.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import TYPE_CHECKING, final
+
+import anyio
+import anyio.lowlevel
+from anyio.abc import TaskStatus
+
+from ..drivers import create_driver
+from ..drivers.base import DatabaseDriver
+from ..hooks import Hooks, WorkerInit
+from ..migrations import migrate
+from ._options import RunOnceSummary, WorkerOptions
+from ._run import WorkerRun
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+__all__ = ["Worker"]
+
+_LOGGER_NAME = "graphile_worker.worker"
+
+
+def new_worker_id() -> str:
+    """``graphile_worker_`` and 18 random hex digits, like Node's ``worker-<hex>`` ids."""
+    return f"graphile_worker_{secrets.token_hex(9)}"
+
+
+@final
+class Worker:
+    """Runs jobs from the queue: ``await worker.run()``, ``run_once()`` or ``async with``.
+
+    One instance, one worker id (written to ``locked_by`` of the jobs and queues it holds).
+    A worker may run several times in a row (``run_once()`` in a test, then again), never
+    twice at once.
+
+    Args:
+        options: See :class:`WorkerOptions`.
+
+    Raises:
+        ConfigurationError: a hook is not a Plugin or Observer.
+    """
+
+    def __init__(self, options: WorkerOptions) -> None:
+        if not isinstance(options, WorkerOptions):
+            raise TypeError(f"Worker() takes a WorkerOptions, not {options!r:.80}")
+        self._options = options
+        self._worker_id = new_worker_id()
+        self._logger = options.logger or logging.getLogger(_LOGGER_NAME)
+        self._hooks = Hooks(options.hooks, logger=self._logger)
+        self._lock = threading.Lock()
+        self._run: WorkerRun | None = None
+        self._active = False
+        self._stop_requested = False
+        self._background: AbstractAsyncContextManager[Worker] | None = None
+
+    def __repr__(self) -> str:
+        state = "running" if self._active else "idle"
+        return f"<Worker {self._worker_id} {state}>"
+
+    @property
+    def worker_id(self) -> str:
+        """This worker's id, ``graphile_worker_<hex>``."""
+        return self._worker_id
+
+    @property
+    def options(self) -> WorkerOptions:
+        """The options the worker was built with."""
+        return self._options
+
+    # --------------------------------------------------------------------------- control
+
+    def stop(self) -> None:
+        """Ask the worker to stop gracefully; returns at once.
+
+        Claiming stops, the abort signal is raised, running jobs get
+        ``shutdown_grace_period`` seconds and are then cancelled and released. Safe to call
+        from any thread, from a job or a hook, any number of times. Called while no run is
+        active, it makes the next run stop as soon as it has started.
+        """
+        with self._lock:
+            self._stop_requested = True
+            run = self._run
+        if run is not None:
+            run.request_stop_from_any_thread("stop() was called")
+
+    async def run(self) -> None:
+        """Run jobs until :meth:`stop` is called or a signal arrives.
+
+        Returns after a clean stop. Database outages while running are retried; errors at
+        start-up (no database, a schema that is too new) are raised.
+        """
+        await self._serve(continuous=True)
+
+    async def run_once(self) -> RunOnceSummary:
+        """Run every job that is runnable now (and any that become runnable meanwhile), then
+        return what happened. Does not listen or poll: the tool for tests and cron-style
+        batch runs."""
+        return await self._serve(continuous=False)
+
+    async def __aenter__(self) -> Worker:
+        """Start :meth:`run` in the background; returns once the worker is looking for jobs.
+
+        Made for application lifespans (Starlette, FastAPI)::
+
+            @asynccontextmanager
+            async def lifespan(app):
+                async with Worker(options):
+                    yield
+        """
+        if self._background is not None:
+            raise RuntimeError("this worker is already running in an 'async with' block")
+        background = self._in_background()
+        worker = await background.__aenter__()
+        self._background = background
+        return worker
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> bool | None:
+        """Stop gracefully and wait for the run to end.
+
+        When the block raised, the run is cancelled instead: running jobs are released at
+        once rather than given the grace period.
+        """
+        background, self._background = self._background, None
+        assert background is not None
+        return await background.__aexit__(exc_type, exc, traceback)
+
+    @asynccontextmanager
+    async def _in_background(self) -> AsyncIterator[Worker]:
+        failure: BaseException | None = None
+        async with anyio.create_task_group() as group:
+            await group.start(self._serve_started)
+            try:
+                yield self
+            except BaseException as error:  # noqa: BLE001 - re-raised below, unwrapped
+                # Kept out of the task group, which would wrap the caller's own exception
+                # in an ExceptionGroup; the run is cancelled (its jobs released) instead.
+                failure = error
+                group.cancel_scope.cancel()
+            else:
+                self.stop()
+        if failure is not None:
+            raise failure
+
+    async def _serve_started(self, *, task_status: TaskStatus[None]) -> None:
+        await self._serve(continuous=True, task_status=task_status)
+
+    # ----------------------------------------------------------------------------- runs
+
+    async def _serve(
+        self,
+        *,
+        continuous: bool,
+        task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> RunOnceSummary:
+        with self._lock:
+            if self._active:
+                raise RuntimeError(f"worker {self._worker_id} is already running")
+            self._active = True
+        try:
+            if self._hooks:
+                await self._hooks.notify(WorkerInit(self._worker_id))
+            async with self._open_driver() as driver:
+                if self._options.migrate:
+                    await migrate(driver, schema=self._options.schema)
+                run = WorkerRun(
+                    options=self._options,
+                    driver=driver,
+                    hooks=self._hooks,
+                    worker_id=self._worker_id,
+                    logger=self._logger,
+                    continuous=continuous,
+                    token=anyio.lowlevel.current_token(),
+                )
+                with self._lock:
+                    self._run = run
+                    stop_requested = self._stop_requested
+                if stop_requested:
+                    run.request_stop("stop() was called before the run started")
+                return await run.serve(task_status)
+        finally:
+            with self._lock:
+                self._run = None
+                self._active = False
+                self._stop_requested = False
+
+    @asynccontextmanager
+    async def _open_driver(self) -> AsyncIterator[DatabaseDriver]:
+        """The application's driver as it is, or a pool of our own closed after the run."""
+        configured = self._options.driver
+        if isinstance(configured, DatabaseDriver):
+            yield configured
+            return
+        driver: DatabaseDriver = await create_driver(
+            self._options.database_url,
+            driver=configured,
+            max_size=self._options.max_pool_size,
+            prepared_statements=self._options.prepared_statements,
+        )
+        try:
+            yield driver
+        finally:
+            with anyio.CancelScope(shield=True):
+                await driver.aclose()

@@ -1,0 +1,211 @@
+"""The claim/complete/fail/release statements themselves, through JobSource.
+
+These pin down what the runner relies on and what a future local queue or completion
+batcher will rely on: batches of any size, one job per serial queue per claim, settling
+only jobs this worker holds, refunding attempts on release, the local clock, and Node's
+stale-lock reset.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from graphile_worker.spec import JobSpec
+from graphile_worker.sql.worker import FailureSpec
+from graphile_worker.worker._fetch import JobSource
+
+from .conftest import job_row, job_rows
+
+if TYPE_CHECKING:
+    import psycopg
+
+    from graphile_worker.drivers import DatabaseDriver
+    from graphile_worker.utils import WorkerUtils
+
+pytestmark = pytest.mark.anyio
+
+LOGGER = logging.getLogger("tests.worker")
+
+
+def source(driver: DatabaseDriver, worker_id: str = "w1", **overrides: Any) -> JobSource:
+    settings: dict[str, Any] = {
+        "driver": driver,
+        "schema": "graphile_worker",
+        "worker_id": worker_id,
+        "task_identifiers": ["a", "b"],
+        "forbidden_flags": (),
+        "use_local_time": False,
+        "logger": LOGGER,
+    }
+    settings.update(overrides)
+    return JobSource(**settings)
+
+
+async def test_a_batch_claim_takes_one_job_per_serial_queue(
+    driver: DatabaseDriver, utils: WorkerUtils, sync_connection: psycopg.Connection[Any]
+) -> None:
+    for n in range(3):
+        await utils.add_job("a", {"n": n}, JobSpec(queue_name="q1"))
+        await utils.add_job("b", {"n": n}, JobSpec(queue_name="q2"))
+    loose = [await utils.add_job("a", {"loose": n}) for n in range(2)]
+    await utils.add_job("other", {})
+
+    claimed = await source(driver).claim(10)
+
+    assert sorted((job.queue_name or "", job.task_identifier) for job in claimed) == [
+        ("", "a"),
+        ("", "a"),
+        ("q1", "a"),
+        ("q2", "b"),
+    ]
+    assert {job.id for job in claimed} >= {job.id for job in loose}
+    assert all(job.attempts == 1 and job.locked_by == "w1" for job in claimed)
+    queues = sync_connection.execute(
+        "select queue_name, locked_by from graphile_worker._private_job_queues order by 1"
+    ).fetchall()
+    assert queues == [("q1", "w1"), ("q2", "w1")]
+    # Another worker finds the queues locked and the loose jobs taken.
+    assert await source(driver, "w2").claim(10) == []
+
+
+async def test_limit_is_honoured_in_priority_order(
+    driver: DatabaseDriver, utils: WorkerUtils
+) -> None:
+    for priority in (3, 1, 2, 0):
+        await utils.add_job("a", {"p": priority}, JobSpec(priority=priority))
+    claimed = await source(driver).claim(2)
+    assert [job.priority for job in claimed] == [0, 1]
+
+
+async def test_settling_touches_only_jobs_this_worker_holds(
+    driver: DatabaseDriver, utils: WorkerUtils, sync_connection: psycopg.Connection[Any]
+) -> None:
+    mine = source(driver, "w1")
+    theirs = source(driver, "w2")
+    await utils.add_job("a", {}, JobSpec(queue_name="q"))
+    await utils.add_job("b", {})
+    (queued,) = await mine.claim(1)
+    (loose,) = await mine.claim(1)
+    assert await theirs.complete([queued, loose]) == set()
+    assert await theirs.fail([FailureSpec(loose.id, "nope")]) == {}
+    assert await theirs.release([queued], 0) == {}
+    assert len(job_rows(sync_connection)) == 2
+
+    assert await mine.complete([queued]) == {queued.id}
+    queue = sync_connection.execute(
+        "select locked_by, locked_at from graphile_worker._private_job_queues"
+    ).fetchone()
+    assert queue == (None, None)
+    assert [row["id"] for row in job_rows(sync_connection)] == [loose.id]
+
+
+async def test_fail_replaces_the_payload_only_when_asked(
+    driver: DatabaseDriver, utils: WorkerUtils, sync_connection: psycopg.Connection[Any]
+) -> None:
+    first = await utils.add_job("a", [1, 2, 3])
+    second = await utils.add_job("a", [4, 5])
+    jobs = await source(driver).claim(2)
+    recorded = await source(driver).fail(
+        [FailureSpec(first.id, "partial\x00", [2]), FailureSpec(second.id, "whole")]
+    )
+    assert set(recorded) == {first.id, second.id}
+    assert recorded[first.id].attempts == 1 and recorded[first.id].max_attempts == 25
+    row = job_row(sync_connection, first.id)
+    assert row is not None and row["payload"] == [2] and row["last_error"] == "partial\\0"
+    assert recorded[first.id].run_at == row["run_at"]
+    other = job_row(sync_connection, second.id)
+    assert other is not None and other["payload"] == [4, 5] and other["last_error"] == "whole"
+    assert len(jobs) == 2
+
+
+async def test_release_refunds_the_attempt_and_delays_the_job(
+    driver: DatabaseDriver, utils: WorkerUtils, sync_connection: psycopg.Connection[Any]
+) -> None:
+    job = await utils.add_job("a", {}, JobSpec(queue_name="q"))
+    (claimed,) = await source(driver).claim(1)
+    assert claimed.attempts == 1
+    released = await source(driver).release([claimed], 90)
+    row = job_row(sync_connection, job.id)
+    assert row is not None
+    assert (row["attempts"], row["locked_by"], row["queue_locked_by"]) == (0, None, None)
+    (now,) = sync_connection.execute("select now()").fetchone()  # type: ignore[misc]
+    assert now + timedelta(seconds=85) < row["run_at"] <= now + timedelta(seconds=95)
+    assert released[job.id].run_at == row["run_at"]
+
+
+async def test_returning_unstarted_jobs_keeps_their_place_in_line(
+    driver: DatabaseDriver, utils: WorkerUtils, sync_connection: psycopg.Connection[Any]
+) -> None:
+    job = await utils.add_job(
+        "a", {}, JobSpec(run_at=datetime.now(timezone.utc) - timedelta(hours=1))
+    )
+    (claimed,) = await source(driver).claim(1)
+    await source(driver).release([claimed], 0)
+    row = job_row(sync_connection, job.id)
+    assert row is not None
+    assert (row["attempts"], row["locked_by"], row["run_at"]) == (0, None, job.run_at)
+
+
+async def test_seconds_until_next_sees_only_claimable_future_jobs(
+    driver: DatabaseDriver, utils: WorkerUtils
+) -> None:
+    jobs = source(driver, forbidden_flags=frozenset({"red"}))
+    assert await jobs.seconds_until_next() is None
+    soon = datetime.now(timezone.utc) + timedelta(seconds=30)
+    await utils.add_job("other", {}, JobSpec(run_at=soon - timedelta(seconds=20)))
+    await utils.add_job("a", {}, JobSpec(run_at=soon - timedelta(seconds=10), flags=["red"]))
+    await utils.add_job("a", {}, JobSpec(run_at=soon))
+    await utils.add_job("b", {}, JobSpec(run_at=soon + timedelta(seconds=30)))
+    seconds = await jobs.seconds_until_next()
+    assert seconds is not None and 25 < seconds <= 30
+
+
+async def test_local_time_decides_what_is_due(driver: DatabaseDriver, utils: WorkerUtils) -> None:
+    # A job due in ten minutes by the database's clock; now() is the database's, so only a
+    # worker whose clock runs ahead would take it. Simulate that clock with a patched source.
+    await utils.add_job("a", {}, JobSpec(run_at=datetime.now(timezone.utc) + timedelta(minutes=10)))
+    assert await source(driver, use_local_time=True).claim(1) == []
+
+    class AheadOfTime(JobSource):
+        def _now(self) -> datetime:
+            return datetime.now(timezone.utc) + timedelta(minutes=11)
+
+    fast = AheadOfTime(
+        driver=driver,
+        schema="graphile_worker",
+        worker_id="w1",
+        task_identifiers=["a"],
+        forbidden_flags=(),
+        use_local_time=True,
+        logger=LOGGER,
+    )
+    claimed = await fast.claim(1)
+    assert len(claimed) == 1
+    assert claimed[0].locked_at is not None
+    assert claimed[0].locked_at > datetime.now(timezone.utc) + timedelta(minutes=10)
+
+
+async def test_stale_locks_are_reset_after_four_hours(
+    driver: DatabaseDriver, utils: WorkerUtils, sync_connection: psycopg.Connection[Any]
+) -> None:
+    stale = await utils.add_job("a", {}, JobSpec(queue_name="q"))
+    fresh = await utils.add_job("b", {})
+    await source(driver, "dead").claim(2)
+    sync_connection.execute(
+        "update graphile_worker._private_jobs set locked_at = now() - interval '5 hours' "
+        "where id = %s",
+        (stale.id,),
+    )
+    sync_connection.execute(
+        "update graphile_worker._private_job_queues set locked_at = now() - interval '5 hours'"
+    )
+    await source(driver).reset_stale_locks()
+    stale_row = job_row(sync_connection, stale.id)
+    fresh_row = job_row(sync_connection, fresh.id)
+    assert stale_row is not None and fresh_row is not None
+    assert (stale_row["locked_by"], stale_row["queue_locked_by"]) == (None, None)
+    assert fresh_row["locked_by"] == "dead"
