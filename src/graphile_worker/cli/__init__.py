@@ -1,0 +1,49 @@
+"""The ``graphile-worker`` command line: ``run``, ``migrate``, ``add``, ``cleanup`` and ``demo``.
+
+``main`` is the click group behind the console script (and ``python -m graphile_worker.cli``).
+Each command lives in its own ``_``-prefixed module and imports the heavy parts of the
+library (drivers, the worker, task modules) only when it runs, so ``--help`` stays fast.
+Flags follow Node graphile-worker's CLI where the two overlap, so a Node user can read them.
+"""
+
+from __future__ import annotations
+
+import click
+
+from ._add import add_command
+from ._cleanup import cleanup_command
+from ._common import LOG_LEVELS, CliGroup
+from ._demo import demo_command
+from ._migrate import migrate_command
+from ._run import run_command
+
+__all__ = ["main"]
+
+
+@click.group(
+    "graphile-worker",
+    cls=CliGroup,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(LOG_LEVELS, case_sensitive=False),
+    default=None,
+    envvar="GRAPHILE_WORKER_LOG_LEVEL",
+    show_envvar=True,
+    help="Log records shown on stderr [default: info for run, error for demo, warning for "
+    "the others].",
+)
+@click.version_option(package_name="graphile-worker", prog_name="graphile-worker")
+def main(log_level: str | None) -> None:
+    """A PostgreSQL job queue, compatible with Node graphile-worker.
+
+    Start with `graphile-worker demo`, which needs nothing but this package.
+    """
+
+
+main.add_command(run_command)
+main.add_command(migrate_command)
+main.add_command(add_command)
+main.add_command(cleanup_command)
+main.add_command(demo_command)

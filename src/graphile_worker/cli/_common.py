@@ -1,0 +1,216 @@
+"""What every command shares: the connection options, error reporting, logging and async entry.
+
+Errors follow one rule: anything the library raises on purpose (a
+:class:`~graphile_worker.errors.GraphileWorkerError`, possibly wrapped in an exception group
+by a task group) becomes a single ``Error: ...`` line on stderr and exit status 1, because the
+message already says what went wrong and how to fix it; a traceback would only hide it.
+Anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import traceback
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+from urllib.parse import unquote, urlsplit
+
+import anyio
+import click
+
+from ..drivers import DRIVER_NAMES
+from ..errors import ConnectionLostError, GraphileWorkerError
+from ..sql import DEFAULT_SCHEMA, validate_schema_name
+
+__all__ = [
+    "LOG_LEVELS",
+    "CliGroup",
+    "check_schema",
+    "configure_logging",
+    "connection_option",
+    "describe_server",
+    "driver_option",
+    "library_error",
+    "run_async",
+    "schema_option",
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+connection_option: Callable[[F], F] = click.option(
+    "-c",
+    "--connection",
+    metavar="URL",
+    default=None,
+    help="PostgreSQL URL (postgresql://, postgres:// or a SQLAlchemy URL such as "
+    "postgresql+asyncpg://); default: $DATABASE_URL.",
+)
+
+schema_option: Callable[[F], F] = click.option(
+    "-s",
+    "--schema",
+    metavar="NAME",
+    default=DEFAULT_SCHEMA,
+    show_default=True,
+    envvar="GRAPHILE_WORKER_SCHEMA",
+    show_envvar=True,
+    help="The schema in which Graphile Worker is (to be) located.",
+)
+
+driver_option: Callable[[F], F] = click.option(
+    "--driver",
+    type=click.Choice(DRIVER_NAMES),
+    default="auto",
+    show_default=True,
+    help="Database driver; 'auto' picks asyncpg when installed, else threaded psycopg.",
+)
+
+
+def check_schema(schema: str) -> str:
+    """Refuse a bad schema name before any connection is opened (raises InvalidSchemaNameError)."""
+    return validate_schema_name(schema)
+
+
+def library_error(error: BaseException) -> GraphileWorkerError | None:
+    """The library error ``error`` stands for, if it is one, looking inside exception groups.
+
+    anyio task groups wrap whatever their tasks raise in an exception group; a group holding
+    only library errors is reported through its first one.
+    """
+    if isinstance(error, GraphileWorkerError):
+        return error
+    nested = getattr(error, "exceptions", None)
+    if not isinstance(nested, tuple) or not nested:
+        return None
+    found = [library_error(inner) for inner in nested]
+    if any(item is None for item in found):
+        return None
+    return found[0]
+
+
+def _one_line(error: GraphileWorkerError) -> str:
+    """The message's first line; the rest (a server log, say) is shown with debug logging."""
+    message = str(error).strip() or type(error).__name__
+    first, _, rest = message.partition("\n")
+    return first + (" (run with --log-level debug for details)" if rest else "")
+
+
+class CliGroup(click.Group):
+    """A click group that reports library errors as one line instead of a traceback.
+
+    With ``--log-level debug`` the whole message and the traceback are shown as well, for
+    bug reports.
+    """
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        """Commands in the order they were added (most used first), not alphabetically."""
+        return list(self.commands)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except click.ClickException:
+            raise
+        except Exception as error:
+            found = library_error(error)
+            if found is None:
+                raise
+            if (ctx.params.get("log_level") or "").lower() == "debug":
+                details = "".join(traceback.format_exception(error))
+                click.echo(details.rstrip(), err=True)
+                raise click.ClickException(str(found).strip()) from error
+            raise click.ClickException(_one_line(found)) from error
+
+
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is at the time of each record.
+
+    A plain StreamHandler keeps the stream it was created with, but click's test runner
+    (and anything else that redirects ``sys.stderr`` for a while) swaps it per invocation.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        """Ignored: the stream is always the current ``sys.stderr``."""
+
+
+_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+
+
+def configure_logging(default_level: str) -> None:
+    """Send log records to stderr until the command finishes.
+
+    The level is the group's ``--log-level`` when given, else the command's
+    ``default_level``: ``run`` shows each job (info), one-shot commands only problems.
+
+    Only the command line does this: the library never configures logging, so an application
+    embedding a worker keeps full control. The handler goes on the root logger so that task
+    modules' own loggers are shown too, and it is removed again when the click context
+    closes (which matters when commands run in-process, as in tests).
+    """
+    ctx = click.get_current_context()
+    chosen = ctx.find_root().params.get("log_level") or default_level
+    root = logging.getLogger()
+    handler = _StderrHandler()
+    handler.setFormatter(logging.Formatter(_FORMAT, datefmt="%H:%M:%S"))
+    previous_level = root.level
+    root.addHandler(handler)
+    root.setLevel(getattr(logging, chosen.upper()))
+
+    def restore() -> None:
+        root.removeHandler(handler)
+        root.setLevel(previous_level)
+
+    ctx.call_on_close(restore)
+
+
+def describe_server(url: str | None) -> str:
+    """Where ``url`` (or ``$DATABASE_URL``) points, without credentials: for error messages."""
+    url = url or os.environ.get("DATABASE_URL") or ""
+    parts = urlsplit(url)
+    try:
+        port = parts.port or 5432
+    except ValueError:
+        return "the database"
+    host = parts.hostname or "the local socket"
+    database = unquote(parts.path.lstrip("/")) or parts.username or "postgres"
+    return f"PostgreSQL at {host}:{port} (database {database!r})"
+
+
+def run_async(
+    function: Callable[[], Awaitable[T]],
+    *,
+    connection: str | None,
+    backend: str = "asyncio",
+) -> T:
+    """Run one coroutine function to completion on a fresh event loop of ``backend``.
+
+    A connection failure is reported with the server it was talking to (host, port and
+    database, never the password): drivers only know the socket error, and "connection
+    refused" alone does not say which of several configured URLs was wrong.
+    """
+
+    async def call() -> T:
+        return await function()
+
+    try:
+        return anyio.run(call, backend=backend)
+    except Exception as error:
+        found = library_error(error)
+        if isinstance(found, ConnectionLostError):
+            raise ConnectionLostError(
+                f"{describe_server(connection)}: {found}", sqlstate=found.sqlstate
+            ) from error
+        raise

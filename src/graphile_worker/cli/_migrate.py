@@ -1,0 +1,57 @@
+"""``graphile-worker migrate``: install or upgrade the schema, then exit (Node's ``--schema-only``)."""
+
+from __future__ import annotations
+
+import click
+
+from ..migrations import MigrationReport
+from ._common import (
+    check_schema,
+    configure_logging,
+    connection_option,
+    driver_option,
+    run_async,
+    schema_option,
+)
+
+__all__ = ["migrate_command"]
+
+
+async def _migrate(connection: str | None, schema: str, driver: str) -> MigrationReport:
+    from ..drivers import create_driver
+    from ..migrations import migrate
+
+    # The migrator holds one connection at a time; a bigger pool would only cost connections.
+    async with create_driver(connection, driver=driver, min_size=1, max_size=1) as database:
+        return await migrate(database, schema=schema)
+
+
+def describe(report: MigrationReport) -> str:
+    """One line saying where the schema was, where it is now and what changed."""
+    before = "none" if report.previous_version is None else str(report.previous_version)
+    after = "none" if report.current_version is None else str(report.current_version)
+    if report.applied:
+        count = len(report.applied)
+        what = f"applied {count} migration{'s' if count != 1 else ''}"
+    elif report.extensions_applied:
+        what = "applied graphile-worker for Python's own extension steps"
+    else:
+        what = "already up to date"
+    return f"Schema {report.schema!r}: version {before} -> {after} ({what})"
+
+
+@click.command("migrate", short_help="Install or upgrade the schema, then exit.")
+@connection_option
+@schema_option
+@driver_option
+def migrate_command(connection: str | None, schema: str, driver: str) -> None:
+    """Install or upgrade the database schema, then exit.
+
+    The same as Node graphile-worker's `--schema-only`. Safe to run while workers are
+    running and from several places at once: migrations take an advisory lock and run once.
+    Prints the schema version before and after.
+    """
+    configure_logging("warning")
+    check_schema(schema)
+    report = run_async(lambda: _migrate(connection, schema, driver), connection=connection)
+    click.echo(describe(report))
