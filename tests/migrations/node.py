@@ -42,7 +42,6 @@ __all__ = [
 NODE_MIGRATE_SCRIPT = Path(__file__).with_name("node_migrate.mjs")
 """The script that calls the package's ``runMigrations``."""
 
-_FALLBACK_PACKAGE = Path("/tmp/gw/node_modules/graphile-worker")
 _SCHEMA_PLACEHOLDER = re.compile(r":GRAPHILE_WORKER_SCHEMA\b")
 
 
@@ -54,16 +53,13 @@ def default_node_package() -> Path:
     """Where the pinned npm ``graphile-worker`` package is unpacked.
 
     ``GRAPHILE_WORKER_NODE_PACKAGE`` wins; otherwise the package installed by ``npm ci`` in
-    ``tests/node/``, otherwise the development copy in ``/tmp/gw``. Tests should prefer the
-    ``node_graphile_worker`` fixture when it exists.
+    ``tests/node/`` (which may not be installed yet: see :func:`node_available`). Tests should
+    prefer the ``node_graphile_worker`` fixture, which installs it.
     """
     configured = os.environ.get("GRAPHILE_WORKER_NODE_PACKAGE")
     if configured:
         return Path(configured)
-    installed = Path(__file__).parents[1] / "node" / "node_modules" / "graphile-worker"
-    if (installed / "sql").is_dir():
-        return installed
-    return _FALLBACK_PACKAGE
+    return Path(__file__).parents[1] / "node" / "node_modules" / "graphile-worker"
 
 
 def node_available(package: Path | None = None) -> bool:

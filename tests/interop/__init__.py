@@ -1,0 +1,1 @@
+"""Python and Node graphile-worker side by side on one database (see conftest.py)."""
