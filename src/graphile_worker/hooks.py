@@ -204,8 +204,9 @@ class Observer:
 
     Every method is a no-op here. :class:`Hooks` only dispatches to methods a subclass
     overrides, so an observer that watches one event costs nothing on the others. An
-    exception from an observer is logged on ``graphile_worker.hooks`` and otherwise ignored;
-    cancellation is never swallowed.
+    exception from an observer is logged (on the worker's logger, ``graphile_worker.worker``
+    unless ``WorkerOptions.logger`` names another) and otherwise ignored; cancellation is
+    never swallowed.
 
     One observer instance sees every job, and with ``concurrency`` above 1 the events of
     different jobs interleave, so keep per-job state keyed by ``event.job.id``.

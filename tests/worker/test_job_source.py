@@ -81,7 +81,7 @@ async def test_limit_is_honoured_in_priority_order(
     assert [job.priority for job in claimed] == [0, 1]
 
 
-async def test_settling_touches_only_jobs_this_worker_holds(
+async def test_failing_and_releasing_touch_only_jobs_this_worker_holds(
     driver: DatabaseDriver, utils: WorkerUtils, sync_connection: psycopg.Connection[Any]
 ) -> None:
     mine = source(driver, "w1")
@@ -90,17 +90,33 @@ async def test_settling_touches_only_jobs_this_worker_holds(
     await utils.add_job("b", {})
     (queued,) = await mine.claim(1)
     (loose,) = await mine.claim(1)
-    assert await theirs.complete([queued, loose]) == set()
     assert await theirs.fail([FailureSpec(loose.id, "nope")]) == {}
     assert await theirs.release([queued], 0) == {}
-    assert len(job_rows(sync_connection)) == 2
+    rows = job_rows(sync_connection)
+    assert [(row["locked_by"], row["last_error"]) for row in rows] == [("w1", None)] * 2
+    assert rows[0]["queue_locked_by"] == "w1"
 
-    assert await mine.complete([queued]) == {queued.id}
-    queue = sync_connection.execute(
-        "select locked_by, locked_at from graphile_worker._private_job_queues"
-    ).fetchone()
-    assert queue == (None, None)
+
+async def test_completing_deletes_the_job_whoever_holds_it_but_frees_only_own_queues(
+    driver: DatabaseDriver, utils: WorkerUtils, sync_connection: psycopg.Connection[Any]
+) -> None:
+    """Node's completeJobs: the handler succeeded, so the job goes even if its lock moved."""
+    mine = source(driver, "w1")
+    theirs = source(driver, "w2")
+    await utils.add_job("a", {}, JobSpec(queue_name="q"))
+    await utils.add_job("b", {})
+    (queued,) = await mine.claim(1)
+    (loose,) = await mine.claim(1)
+    assert await theirs.complete([queued]) == {queued.id}
+    # w2 does not hold the queue, so w1's lock on it stays until w1 lets go of it.
+    (queue_lock,) = sync_connection.execute(
+        "select locked_by from graphile_worker._private_job_queues"
+    ).fetchone()  # type: ignore[misc]
+    assert queue_lock == "w1"
     assert [row["id"] for row in job_rows(sync_connection)] == [loose.id]
+
+    assert await mine.complete([loose]) == {loose.id}
+    assert job_rows(sync_connection) == []
 
 
 async def test_fail_replaces_the_payload_only_when_asked(

@@ -282,11 +282,12 @@ class WorkerRun:
                 await self._wake.wait()
         self._grace_scope = None
         if self._running:
+            why = "at once, as asked" if self._immediate else f"after the {grace:.1f}s grace period"
             self._logger.warning(
-                "Cancelling %d running job(s) (%s) after the %.1fs grace period",
+                "Cancelling %d running job(s) (%s) %s",
                 len(self._running),
                 ", ".join(str(job_id) for job_id in self._running),
-                grace,
+                why,
             )
             jobs.cancel_scope.cancel()
 

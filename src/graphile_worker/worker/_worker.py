@@ -35,7 +35,7 @@ _LOGGER_NAME = "graphile_worker.worker"
 
 
 def new_worker_id() -> str:
-    """``graphile_worker_`` and 18 random hex digits, like Node's ``worker-<hex>`` ids."""
+    """``graphile_worker_`` and 18 random hex digits (Node's workers write ``pool-<hex>``)."""
     return f"graphile_worker_{secrets.token_hex(9)}"
 
 
