@@ -58,19 +58,18 @@ TIMER_SLACK = 0.002
 before it (the database rounds to microseconds, our clock does not)."""
 
 
-def _threadsafe_scheduler() -> Callable[..., object]:
-    """The running loop's "call this soon" entry point for other threads; it never blocks.
+def _threadsafe_scheduler(token: EventLoopToken) -> Callable[..., object]:
+    """The loop's own "call this soon" entry point for other threads; it never blocks.
 
     anyio's ``from_thread.run_sync`` waits for the result, which deadlocks when the loop
-    thread is itself waiting for the calling thread.
+    thread is itself waiting for the calling thread. Both native entry points take
+    ``(callback, *args)``: asyncio's loop ``call_soon_threadsafe``, trio's token
+    ``run_sync_soon``.
     """
-    if sniffio.current_async_library() == "trio":
-        import trio
-
-        return trio.lowlevel.current_trio_token().run_sync_soon
-    import asyncio
-
-    return asyncio.get_running_loop().call_soon_threadsafe
+    native = token.native_token
+    name = "run_sync_soon" if sniffio.current_async_library() == "trio" else "call_soon_threadsafe"
+    scheduler: Callable[..., object] = getattr(native, name)
+    return scheduler
 
 
 class WorkerRun:
@@ -95,7 +94,7 @@ class WorkerRun:
         self._continuous = continuous
         self._token = token
         self._thread_id = threading.get_ident()
-        self._call_soon_threadsafe = _threadsafe_scheduler()
+        self._call_soon_threadsafe = _threadsafe_scheduler(token)
         self._registry = options.registry
         self._source = JobSource(
             driver=driver,
