@@ -9,6 +9,7 @@ inside a caller's session), ``graphile_worker.alembic_support`` (Alembic environ
 
 from __future__ import annotations
 
+from .crontab import CronBuilder, CronItem, cron, load_crontab, parse_crontab
 from .drivers import (
     DRIVER_NAMES,
     AsyncExecutor,
@@ -21,6 +22,7 @@ from .errors import (
     BatchFailedError,
     ConfigurationError,
     ConnectionLostError,
+    CrontabError,
     DatabaseError,
     DriverUnavailableError,
     GraphileWorkerError,
@@ -59,6 +61,9 @@ __all__ = [
     "CleanupTask",
     "ConfigurationError",
     "ConnectionLostError",
+    "CronBuilder",
+    "CronItem",
+    "CrontabError",
     "DatabaseDriver",
     "DatabaseError",
     "DriverUnavailableError",
@@ -99,9 +104,12 @@ __all__ = [
     "WorkerUtils",
     "__version__",
     "create_driver",
+    "cron",
+    "load_crontab",
     "load_tasks",
     "migrate",
     "migrate_sync",
+    "parse_crontab",
     "tables_for_schema",
     "task",
 ]

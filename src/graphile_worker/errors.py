@@ -10,6 +10,8 @@ The tree, so that callers can pick how broadly to catch:
         * ``DriverUnavailableError`` - the requested driver's package is not installed, or the
           driver cannot run on the current async runtime
         * ``TaskDefinitionError`` - a task handler or task module that cannot be registered
+        * ``CrontabError`` - a crontab line or cron item that cannot be scheduled; names the
+          line, column and offending text
     * ``DatabaseError`` - PostgreSQL or the driver reported a failure
         * ``ConnectionLostError`` - the connection broke or could not be opened
         * ``QueryError`` - the server rejected a statement; ``sqlstate`` says why
@@ -38,6 +40,7 @@ __all__ = [
     "BatchFailedError",
     "ConfigurationError",
     "ConnectionLostError",
+    "CrontabError",
     "DatabaseError",
     "DriverUnavailableError",
     "GraphileWorkerError",
@@ -131,6 +134,45 @@ class TaskDefinitionError(ConfigurationError):
     """A task handler, handler class or task module that cannot be registered."""
 
 
+class CrontabError(ConfigurationError):
+    """A crontab line or cron item is invalid, so nothing from it may be scheduled.
+
+    ``line`` and ``column`` are 1-based and ``None`` for items built in code; ``text`` is
+    the offending part of the line and ``message`` the reason without the location. When
+    a crontab has several problems, one error is raised whose ``errors`` holds them all
+    (each a ``CrontabError``) and whose own attributes describe the first; its text has
+    one line per problem, so a user can fix every bad line in one pass.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        line: int | None = None,
+        column: int | None = None,
+        text: str | None = None,
+        path: str | None = None,
+        errors: Sequence[CrontabError] = (),
+    ) -> None:
+        self.message = message
+        self.line = line
+        self.column = column
+        self.text = text
+        self.path = path
+        self.errors: tuple[CrontabError, ...] = tuple(errors) or (self,)
+        if len(self.errors) > 1:
+            super().__init__("\n".join(str(error) for error in self.errors))
+        else:
+            super().__init__(_crontab_location(path, line, column) + message)
+
+
+def _crontab_location(path: str | None, line: int | None, column: int | None) -> str:
+    if line is None:
+        return f"crontab {path!r}: " if path is not None else ""
+    where = f"crontab {path!r} line {line}" if path is not None else f"crontab line {line}"
+    return f"{where}, column {column}: " if column is not None else f"{where}: "
+
+
 class JobError(GraphileWorkerError):
     """Why one job did not succeed; its message becomes the job's ``last_error``."""
 
@@ -171,6 +213,11 @@ class BatchFailedError(JobError):
 
     def __init__(self, errors: Sequence[BaseException]) -> None:
         super().__init__("Batch failures:\n" + "\n".join(error_text(e) for e in errors))
-        self.errors = tuple(errors)
+        self.errors: tuple[BaseException, ...] = tuple(errors)
         if self.errors:
-            self.__cause__ = self.errors[0]
+            _chain(self, self.errors[0])
+
+
+def _chain(error: BaseException, cause: BaseException) -> None:
+    # Set outside the class body so that the attribute keeps BaseException's declaration.
+    error.__cause__ = cause

@@ -69,7 +69,13 @@ class AbortSignal:
         await self._event.wait()
 
 
-class JobLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
+if TYPE_CHECKING:
+    _LoggerAdapter = logging.LoggerAdapter[logging.Logger]
+else:  # LoggerAdapter is subscriptable at run time only from Python 3.11
+    _LoggerAdapter = logging.LoggerAdapter
+
+
+class JobLogger(_LoggerAdapter):
     """Prefixes messages with the job and adds ``job_id``/``task_identifier``/``worker_id``
     to every record's attributes, for formatters and structured logging."""
 
@@ -131,10 +137,10 @@ class WorkerContext:
         token: EventLoopToken | None = None,
         use_local_time: bool = False,
     ) -> None:
-        self.job = job
-        self.payload = payload
-        self.worker_id = worker_id
-        self.extensions = extensions
+        self.job: Job = job
+        self.payload: object = payload
+        self.worker_id: str = worker_id
+        self.extensions: Mapping[str, object] = extensions
         self._driver = driver
         self._schema = schema
         self._hooks = hooks
@@ -149,7 +155,7 @@ class WorkerContext:
         return f"<WorkerContext job={self.job.id} task={self.job.task_identifier!r}>"
 
     @property
-    def logger(self) -> logging.LoggerAdapter:  # type: ignore[type-arg]
+    def logger(self) -> logging.LoggerAdapter[logging.Logger]:
         """A logger whose lines name the job; records carry ``job_id`` and ``task_identifier``."""
         if self._logger is None:
             self._logger = JobLogger(
