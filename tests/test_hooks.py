@@ -23,6 +23,8 @@ from graphile_worker.errors import ConfigurationError, HookError
 from graphile_worker.hooks import (
     UNCHANGED,
     BeforeJobSchedule,
+    CronScheduled,
+    CronTick,
     Event,
     Failed,
     FailRun,
@@ -95,6 +97,8 @@ EVENTS: list[tuple[Event, str]] = [
     (JobFail(WORKER, JOB, ERROR, NOW + timedelta(seconds=3)), "on_job_fail"),
     (JobPermanentlyFail(WORKER, JOB, ERROR), "on_job_permanently_fail"),
     (JobInterrupted(WORKER, JOB, NOW + timedelta(seconds=30)), "on_job_interrupted"),
+    (CronTick(WORKER, NOW, ("a",)), "on_cron_tick"),
+    (CronScheduled(WORKER, NOW, False, {"a": 1}, ()), "on_cron_scheduled"),
 ]
 
 
@@ -131,6 +135,12 @@ class RecordingObserver(Observer):
 
     def on_job_permanently_fail(self, event: JobPermanentlyFail) -> None:
         self._record("on_job_permanently_fail", event)
+
+    def on_cron_tick(self, event: CronTick) -> None:
+        self._record("on_cron_tick", event)
+
+    def on_cron_scheduled(self, event: CronScheduled) -> None:
+        self._record("on_cron_scheduled", event)
 
     def on_job_interrupted(self, event: JobInterrupted) -> None:
         self._record("on_job_interrupted", event)

@@ -9,6 +9,8 @@ inside a caller's session), ``graphile_worker.alembic_support`` (Alembic environ
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from .crontab import CronBuilder, CronItem, cron, load_crontab, parse_crontab
 from .drivers import (
     DRIVER_NAMES,
@@ -43,11 +45,39 @@ from .errors import (
 )
 from .hooks import Hooks, Observer, Plugin
 from .migrations import LATEST_MIGRATION, MigrationReport, migrate, migrate_sync
-from .schema import WorkerTables, tables_for_schema
 from .spec import JSON, CleanupTask, Job, JobKeyMode, JobSpec, TypedPayload
 from .task import BatchResult, Task, TaskRegistry, load_tasks, task
 from .utils import JobInput, SyncWorkerUtils, WorkerUtils
-from .worker import RunOnceSummary, Worker, WorkerContext, WorkerOptions
+from .worker import (
+    LocalQueueOptions,
+    RefetchDelay,
+    RunOnceSummary,
+    Worker,
+    WorkerContext,
+    WorkerOptions,
+)
+
+if TYPE_CHECKING:
+    from .schema import WorkerTables, tables_for_schema
+
+# SQLAlchemy costs more than the rest of the package together at import time, and a worker
+# never needs it, so the table definitions load on first use.
+_LAZY_FROM_SCHEMA = frozenset({"WorkerTables", "tables_for_schema"})
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY_FROM_SCHEMA:
+        from . import schema
+
+        value: object = getattr(schema, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | _LAZY_FROM_SCHEMA)
+
 
 __version__ = "0.1.0.dev0"
 
@@ -79,6 +109,7 @@ __all__ = [
     "JobInput",
     "JobKeyMode",
     "JobSpec",
+    "LocalQueueOptions",
     "LockedJobsError",
     "MigrationError",
     "MigrationReport",
@@ -87,6 +118,7 @@ __all__ = [
     "PayloadDecodeError",
     "Plugin",
     "QueryError",
+    "RefetchDelay",
     "RunOnceSummary",
     "SyncExecutor",
     "SyncWorkerUtils",

@@ -27,7 +27,7 @@ import enum
 import functools
 import inspect
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Final, Protocol, TypeAlias, TypeVar, final
 
@@ -42,6 +42,8 @@ __all__ = [
     "AfterJobRun",
     "BeforeJobRun",
     "BeforeJobSchedule",
+    "CronScheduled",
+    "CronTick",
     "Event",
     "FailRun",
     "FailSchedule",
@@ -179,6 +181,51 @@ class JobInterrupted:
     retry_at: datetime
 
 
+@final
+@dataclasses.dataclass(frozen=True, slots=True)
+class CronTick:
+    """The cron scheduler reached a minute (UTC) and is about to schedule what is due in it.
+
+    Sent once for every minute while the worker runs, whether or not anything is due,
+    including minutes caught up after a late wake-up (a busy event loop, a suspended
+    machine, a clock set forward); backfilled minutes are reported by
+    :class:`CronScheduled` alone.
+
+    Attributes:
+        timestamp: The minute, seconds zero.
+        due: Identifiers of the cron items whose schedule matches it.
+    """
+
+    worker_id: str
+    timestamp: datetime
+    due: tuple[str, ...]
+
+
+@final
+@dataclasses.dataclass(frozen=True, slots=True)
+class CronScheduled:
+    """The cron scheduler offered the jobs due in one minute to the database.
+
+    Every worker running the same crontab offers each minute; the database lets exactly
+    one add each job, so across a fleet each identifier appears in ``scheduled`` once per
+    minute and in the others' ``already_scheduled``.
+
+    Attributes:
+        timestamp: The minute the jobs are for (their ``run_at``).
+        backfilled: Whether this is a start-up backfill of a minute missed while no worker
+            ran (within the items' ``fill``).
+        scheduled: Job id by cron identifier, for the jobs this worker added.
+        already_scheduled: Identifiers whose job for this minute was added before, by
+            another worker or an earlier run.
+    """
+
+    worker_id: str
+    timestamp: datetime
+    backfilled: bool
+    scheduled: Mapping[str, int]
+    already_scheduled: tuple[str, ...]
+
+
 Event: TypeAlias = (
     WorkerInit
     | WorkerStart
@@ -189,6 +236,8 @@ Event: TypeAlias = (
     | JobFail
     | JobPermanentlyFail
     | JobInterrupted
+    | CronTick
+    | CronScheduled
 )
 """Every event an :class:`Observer` can be told about."""
 
@@ -248,6 +297,14 @@ class Observer:
         """Called when shutdown cancelled a running job and released it."""
         return None
 
+    def on_cron_tick(self, event: CronTick) -> ObserverResult:
+        """Called for every minute the cron scheduler reaches."""
+        return None
+
+    def on_cron_scheduled(self, event: CronScheduled) -> ObserverResult:
+        """Called after the cron scheduler offered a minute's jobs to the database."""
+        return None
+
 
 _EVENT_METHODS: Final[dict[type[Event], str]] = {
     WorkerInit: "on_worker_init",
@@ -259,6 +316,8 @@ _EVENT_METHODS: Final[dict[type[Event], str]] = {
     JobFail: "on_job_fail",
     JobPermanentlyFail: "on_job_permanently_fail",
     JobInterrupted: "on_job_interrupted",
+    CronTick: "on_cron_tick",
+    CronScheduled: "on_cron_scheduled",
 }
 """Which :class:`Observer` method each event type is routed to."""
 

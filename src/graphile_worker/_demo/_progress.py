@@ -26,11 +26,14 @@ _BAR_WIDTH = 24
 class ProgressObserver(Observer):
     """Counts finished jobs and failed attempts per task; signals when all jobs are done.
 
-    Create it inside the event loop: it owns anyio events.
+    Jobs of the ``untracked`` tasks (the cron task, whose jobs the demo does not queue
+    itself) are left out of every count. Create it inside the event loop: it owns anyio
+    events.
     """
 
-    def __init__(self, total: int) -> None:
+    def __init__(self, total: int, *, untracked: frozenset[str] = frozenset()) -> None:
         self.total = total
+        self.untracked = untracked
         self.completed: Counter[str] = Counter()
         self.failed_attempts: Counter[str] = Counter()
         self.permanently_failed: Counter[str] = Counter()
@@ -53,10 +56,14 @@ class ProgressObserver(Observer):
             self.all_done.set()
 
     def on_job_complete(self, event: JobComplete) -> None:
+        if event.job.task_identifier in self.untracked:
+            return
         self.completed[event.job.task_identifier] += 1
         self._check_done()
 
     def on_job_fail(self, event: JobFail) -> None:
+        if event.job.task_identifier in self.untracked:
+            return
         self.failed_attempts[event.job.task_identifier] += 1
         self.last_error = str(event.error)
         if event.next_run_at is not None:
@@ -64,6 +71,8 @@ class ProgressObserver(Observer):
             self.retry_delays.append(delay.total_seconds())
 
     def on_job_permanently_fail(self, event: JobPermanentlyFail) -> None:
+        if event.job.task_identifier in self.untracked:
+            return
         self.permanently_failed[event.job.task_identifier] += 1
         self._check_done()
 

@@ -17,7 +17,16 @@ import anyio
 
 from ..sql import render
 from ._progress import ProgressObserver, final_line, report_progress
-from ._tasks import LEDGER_QUEUE, TASKS, DemoState, JobMix, SimulatedOutage, plan_jobs
+from ._tasks import (
+    CRON_TASK,
+    DEMO_CRONTAB,
+    LEDGER_QUEUE,
+    TASKS,
+    DemoState,
+    JobMix,
+    SimulatedOutage,
+    plan_jobs,
+)
 
 if TYPE_CHECKING:
     from ..migrations import MigrationReport
@@ -29,6 +38,24 @@ Echo = Callable[[str], None]
 _REMAINING = """
 select count(*) from {schema}._private_jobs as job
 where job.id = any(CAST(:ids AS bigint[]))
+"""
+
+CRON_MISSED = 3
+"""Minutes the demo's cron entry is made to look overdue by, so that it runs at once."""
+
+# A cron entry runs on minute boundaries, and a five-second demo may not cross one. So the
+# demo says, honestly, that its entry was last scheduled a few minutes ago (as if the worker
+# had been stopped); the scheduler then backfills the missed minutes as soon as it starts,
+# exactly as it would after a real outage.
+_PRETEND_LAST_RUN = """
+insert into {schema}._private_known_crontabs as known (identifier, known_since, last_execution)
+values (
+  :identifier,
+  now() - interval '1 hour',
+  date_trunc('minute', now()) - CAST(:missed AS integer) * interval '1 minute'
+)
+on conflict (identifier) do update
+set known_since = excluded.known_since, last_execution = excluded.last_execution
 """
 
 
@@ -75,6 +102,8 @@ class DemoReport:
         failures = sum(self.observer.failed_attempts.values())
         rate = done / self.seconds if self.seconds > 0 else 0.0
         lateness = max(self.state.reminder_lateness, default=0.0)
+        cron_runs = self.state.cron_runs
+        backfilled = sum(1 for _, was_backfilled in cron_runs if was_backfilled)
         threads = len(self.state.thumbnail_threads)
         order = "in" if self.ledger_in_order else "OUT OF"
         serial = f"at most {self.state.ledger_max_running} at a time, {order} queued order"
@@ -87,7 +116,10 @@ class DemoReport:
             "demo_ledger": f"serial queue {LEDGER_QUEUE!r}: {serial}",
             "demo_flaky": f"{flaky} failed first attempt(s){retried} (Node's exp(attempts) back-off)",
             "demo_reminder": f"run_at {self.settings.delay:g} s ahead, started {lateness:.2f} s late",
+            CRON_TASK: f"crontab {DEMO_CRONTAB!r}, last run set {CRON_MISSED} min back: "
+            f"{backfilled} backfilled at start, {len(cron_runs) - backfilled} on schedule",
         }
+        counts = {**completed, CRON_TASK: len(cron_runs)}
         left = f"{self.remaining} demo job(s) left" if self.remaining else "none left"
         header = (
             f"{done} of {self.mix.total} jobs completed in {self.seconds:.1f} s "
@@ -97,7 +129,7 @@ class DemoReport:
         )
         return [
             header,
-            *(f"  {name:<15} {completed[name]:>5}  {what}" for name, what in rows.items()),
+            *(f"  {name:<15} {counts[name]:>5}  {what}" for name, what in rows.items()),
         ]
 
 
@@ -115,8 +147,11 @@ class _HideSimulatedOutages(logging.Filter):
 
 def _worker_logger() -> logging.Logger:
     logger = logging.getLogger("graphile_worker.demo.worker")
-    if not any(isinstance(existing, _HideSimulatedOutages) for existing in logger.filters):
-        logger.addFilter(_HideSimulatedOutages())
+    # Filters do not apply to child loggers' records, and the worker logs each job's outcome
+    # on the "jobs" child, so both need it.
+    for target in (logger, logger.getChild("jobs")):
+        if not any(isinstance(existing, _HideSimulatedOutages) for existing in target.filters):
+            target.addFilter(_HideSimulatedOutages())
     return logger
 
 
@@ -178,8 +213,16 @@ async def run_demo(url: str, settings: DemoSettings, echo: Echo) -> DemoReport:
     async with create_driver(url, driver=settings.driver, max_size=pool_size) as database:
         echo(_migrated(await migrate(database, schema=settings.schema)))
         mix = JobMix.for_total(settings.count)
-        state = DemoState()
-        observer = ProgressObserver(mix.total)
+        state = DemoState(cron_expected=CRON_MISSED)
+        observer = ProgressObserver(mix.total, untracked=frozenset({CRON_TASK}))
+        await database.execute(
+            render(_PRETEND_LAST_RUN, settings.schema),
+            {"identifier": CRON_TASK, "missed": CRON_MISSED},
+        )
+        echo(
+            f"Crontab {DEMO_CRONTAB!r}: its last run is set {CRON_MISSED} minutes back, as if "
+            "the worker had been down, so the worker backfills those minutes when it starts."
+        )
         worker = Worker(
             WorkerOptions(
                 tasks=TaskRegistry(TASKS),
@@ -193,6 +236,7 @@ async def run_demo(url: str, settings: DemoSettings, echo: Echo) -> DemoReport:
                 hooks=[observer],
                 migrate=False,
                 logger=_worker_logger(),
+                crontab=DEMO_CRONTAB,
             )
         )
         async with worker:
@@ -211,6 +255,7 @@ async def run_demo(url: str, settings: DemoSettings, echo: Echo) -> DemoReport:
                 group.start_soon(lambda: report_progress(observer, echo, started=started))
                 with anyio.move_on_after(settings.timeout):
                     await _wait_for_any(observer.all_done, observer.worker_stopped)
+                    await _wait_for_any(state.cron_caught_up, observer.worker_stopped)
                 group.cancel_scope.cancel()
             echo(final_line(observer, started))
         seconds = (observer.finished_at or time.monotonic()) - started
@@ -250,4 +295,12 @@ def _problems(report: DemoReport) -> list[str]:
         problems.append("the serial queue ran its jobs out of order")
     if report.remaining and observer.all_done.is_set():
         problems.append(f"{report.remaining} job(s) still in the queue after completing")
+    backfilled = [ts for ts, was_backfilled in state.cron_runs if was_backfilled]
+    if len(backfilled) < CRON_MISSED:
+        problems.append(
+            f"the cron scheduler backfilled {len(backfilled)} of {CRON_MISSED} missed minutes"
+        )
+    minutes = [ts for ts, _ in state.cron_runs]
+    if len(set(minutes)) != len(minutes):
+        problems.append(f"a cron minute ran twice: {sorted(minutes)}")
     return problems

@@ -10,7 +10,9 @@ feature worked rather than just claim it:
   schedules (``exp(1)`` = 2.7 seconds later);
 * ``demo_reminder``: queued with a ``run_at`` a few seconds ahead; records how late it ran;
 * ``demo_ledger``: jobs in the serial queue ``demo-ledger``; records whether two ever
-  overlapped and whether they ran in the order they were queued.
+  overlapped and whether they ran in the order they were queued;
+* ``demo_cron``: not queued by the demo but by the worker's cron scheduler, from the
+  one-line crontab :data:`DEMO_CRONTAB`; records each job's ``_cron`` payload.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ if TYPE_CHECKING:
     from ..worker import WorkerContext
 
 __all__ = [
+    "CRON_TASK",
+    "DEMO_CRONTAB",
     "LEDGER_QUEUE",
     "TASKS",
     "DemoState",
@@ -42,6 +46,9 @@ __all__ = [
 ]
 
 LEDGER_QUEUE = "demo-ledger"
+CRON_TASK = "demo_cron"
+DEMO_CRONTAB = f"* * * * * {CRON_TASK} ?fill=5m"
+"""Every minute, backfilling up to five minutes a stopped worker missed."""
 
 
 @dataclass
@@ -53,6 +60,11 @@ class DemoState:
     ledger_order: list[int] = field(default_factory=list)
     reminder_lateness: list[float] = field(default_factory=list)
     thumbnail_threads: set[int] = field(default_factory=set)
+    cron_runs: list[tuple[str, bool]] = field(default_factory=list)
+    """``(_cron.ts, _cron.backfilled)`` of every ``demo_cron`` job, in the order they ran."""
+    cron_expected: int = 0
+    cron_caught_up: anyio.Event = field(default_factory=anyio.Event)
+    """Set once ``cron_expected`` cron jobs have run (create the state inside the loop)."""
 
 
 class SimulatedOutage(RuntimeError):
@@ -114,7 +126,18 @@ async def ledger_entry(payload: dict[str, Any], ctx: WorkerContext) -> None:
         state.ledger_running -= 1
 
 
-TASKS: tuple[object, ...] = (Greeting, make_thumbnail, flaky, reminder, ledger_entry)
+@task(CRON_TASK)
+async def cron_minute(payload: dict[str, Any], ctx: WorkerContext) -> None:
+    """A cron job: the scheduler adds one per minute, with the minute in ``_cron``."""
+    cron = payload["_cron"]
+    assert isinstance(cron, dict)
+    state = _state(ctx)
+    state.cron_runs.append((str(cron["ts"]), bool(cron["backfilled"])))
+    if len(state.cron_runs) >= state.cron_expected:
+        state.cron_caught_up.set()
+
+
+TASKS: tuple[object, ...] = (Greeting, make_thumbnail, flaky, reminder, ledger_entry, cron_minute)
 
 
 @dataclass(frozen=True)

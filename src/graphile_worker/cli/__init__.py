@@ -1,4 +1,5 @@
-"""The ``graphile-worker`` command line: ``run``, ``migrate``, ``add``, ``cleanup`` and ``demo``.
+"""The ``graphile-worker`` command line: ``run``, ``migrate``, ``add``, ``cleanup``, ``cron`` and
+``demo``.
 
 ``main`` is the click group behind the console script (and ``python -m graphile_worker.cli``).
 Each command lives in its own ``_``-prefixed module and imports the heavy parts of the
@@ -13,6 +14,7 @@ import click
 from ._add import add_command
 from ._cleanup import cleanup_command
 from ._common import LOG_LEVELS, CliGroup
+from ._cron import cron_group
 from ._demo import demo_command
 from ._migrate import migrate_command
 from ._run import run_command
@@ -46,4 +48,5 @@ main.add_command(run_command)
 main.add_command(migrate_command)
 main.add_command(add_command)
 main.add_command(cleanup_command)
+main.add_command(cron_group)
 main.add_command(demo_command)

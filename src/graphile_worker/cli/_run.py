@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+
 import click
 
 from ._common import (
@@ -12,6 +15,7 @@ from ._common import (
     run_async,
     schema_option,
 )
+from ._cron import default_crontab
 from ._tasks import load_registry, tasks_option
 
 __all__ = ["run_command"]
@@ -25,6 +29,24 @@ __all__ = ["run_command"]
     "--once",
     is_flag=True,
     help="Run until there are no runnable jobs left, then exit.",
+)
+@click.option(
+    "--crontab",
+    "crontab_file",
+    type=click.Path(exists=True, dir_okay=False, readable=True, path_type=Path),
+    default=None,
+    metavar="FILE",
+    help="Schedule the recurring jobs in this crontab file [default: ./crontab when it "
+    "exists, as in Node]. Check one with `graphile-worker cron check FILE`.",
+)
+@click.option(
+    "--processes",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    metavar="N",
+    help="Worker processes to run under one supervisor, to use N cores (POSIX only); "
+    "signals are forwarded and a crashed process is restarted.",
 )
 @click.option(
     "-j",
@@ -58,6 +80,68 @@ __all__ = ["run_command"]
     is_flag=True,
     help="Disable prepared statements, e.g. behind PgBouncer in transaction mode.",
 )
+@click.option(
+    "--listen-connection",
+    "listen_connection",
+    metavar="URL",
+    default=None,
+    help="Direct PostgreSQL URL for the LISTEN connection when --connection is a pooler "
+    "that cannot carry LISTEN (PgBouncer in transaction mode); default: --connection.",
+)
+@click.option(
+    "--local-queue-size",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="N",
+    help="Claim up to N jobs at a time and start them from memory: far fewer queries for "
+    "many short jobs. At least --jobs is sensible. [default: off]",
+)
+@click.option(
+    "--local-queue-ttl",
+    type=click.IntRange(min=1),
+    default=300_000,
+    show_default=True,
+    metavar="MS",
+    help="Milliseconds claimed jobs may wait in the local queue before they are handed back.",
+)
+@click.option(
+    "--local-queue-refetch-delay",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="MS",
+    help="After a fetch returns --local-queue-refetch-threshold jobs or fewer, wait about "
+    "MS milliseconds before fetching again (at most --poll-interval). [default: off]",
+)
+@click.option(
+    "--local-queue-refetch-threshold",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    metavar="N",
+    help="A fetch of N jobs or fewer starts the refetch delay.",
+)
+@click.option(
+    "--complete-job-batch-delay",
+    type=click.IntRange(min=0),
+    default=None,
+    metavar="MS",
+    help="Record successes in batches, one statement for all that finish within MS "
+    "milliseconds of the first (0: those finishing together). [default: one at a time]",
+)
+@click.option(
+    "--fail-job-batch-delay",
+    type=click.IntRange(min=0),
+    default=None,
+    metavar="MS",
+    help="Record failed attempts in batches, as --complete-job-batch-delay does successes. "
+    "[default: one at a time]",
+)
+@click.option(
+    "-q",
+    "--quiet",
+    is_flag=True,
+    help="Log no line per completed job (failures are still logged as errors).",
+)
 @driver_option
 @click.option(
     "--runtime",
@@ -71,10 +155,20 @@ def run_command(
     schema: str,
     task_targets: tuple[str, ...],
     once: bool,
+    crontab_file: Path | None,
+    processes: int,
     concurrency: int,
     max_pool_size: int,
     poll_interval: int,
     no_prepared_statements: bool,
+    listen_connection: str | None,
+    local_queue_size: int | None,
+    local_queue_ttl: int,
+    local_queue_refetch_delay: int | None,
+    local_queue_refetch_threshold: int,
+    complete_job_batch_delay: int | None,
+    fail_job_batch_delay: int | None,
+    quiet: bool,
     driver: str,
     runtime: str,
 ) -> None:
@@ -87,13 +181,55 @@ def run_command(
     holds. Without --tasks, tasks.py or the tasks/ package in the current directory is
     used, as Node uses ./tasks. Jobs for other task names are left for other workers.
 
+    Recurring jobs come from --crontab, or ./crontab when that file exists (Node's
+    default). Any number of workers may run one crontab: each minute is scheduled once.
+    With --once nothing is scheduled (as in Node), but the crontab is still checked.
+
     On SIGINT or SIGTERM the worker stops taking jobs and lets running ones finish within a
     grace period; a second signal exits at once.
+
+    With --processes N (POSIX only), N copies of this command run as child processes of a
+    supervisor, one core each: it migrates once, passes SIGINT/SIGTERM on to every child,
+    starts a crashed child again, and exits 0 only when all stopped cleanly.
     """
     configure_logging("info")
+    if quiet:
+        _silence_job_lines()
     check_schema(schema)
+    if local_queue_size is None:
+        _refuse_without_local_queue(
+            "local_queue_ttl", "local_queue_refetch_delay", "local_queue_refetch_threshold"
+        )
+    if local_queue_refetch_delay is not None and local_queue_refetch_delay > poll_interval:
+        raise click.UsageError(
+            f"--local-queue-refetch-delay ({local_queue_refetch_delay} ms) must not be longer "
+            f"than --poll-interval ({poll_interval} ms)"
+        )
+    crontab = default_crontab() if crontab_file is None else crontab_file
+    if crontab is not None:
+        from ..crontab import load_crontab
+
+        # Checked before any process starts, so that a bad line is reported once.
+        load_crontab(crontab)
+    if processes > 1:
+        from ._supervisor import supervise
+
+        supervise(click.get_current_context(), processes, once=once)
+        return
     registry = load_registry(task_targets)
-    from ..worker import Worker, WorkerOptions
+    from ..worker import LocalQueueOptions, RefetchDelay, Worker, WorkerOptions
+
+    local_queue = None
+    if local_queue_size is not None:
+        refetch = None
+        if local_queue_refetch_delay is not None:
+            refetch = RefetchDelay(
+                duration=local_queue_refetch_delay / 1000,
+                threshold=local_queue_refetch_threshold,
+            )
+        local_queue = LocalQueueOptions(
+            size=local_queue_size, ttl=local_queue_ttl / 1000, refetch_delay=refetch
+        )
 
     options = WorkerOptions(
         tasks=registry,
@@ -104,6 +240,11 @@ def run_command(
         max_pool_size=max_pool_size,
         poll_interval=poll_interval / 1000,
         prepared_statements=not no_prepared_statements,
+        listen_url=listen_connection,
+        local_queue=local_queue,
+        complete_job_batch_delay=_seconds(complete_job_batch_delay),
+        fail_job_batch_delay=_seconds(fail_job_batch_delay),
+        crontab=crontab,
     )
     worker = Worker(options)
     if once:
@@ -115,3 +256,28 @@ def run_command(
         )
     else:
         run_async(worker.run, connection=connection, backend=runtime)
+
+
+def _seconds(milliseconds: int | None) -> float | None:
+    return None if milliseconds is None else milliseconds / 1000
+
+
+def _refuse_without_local_queue(*names: str) -> None:
+    """A local-queue setting given without --local-queue-size would be silently ignored."""
+    ctx = click.get_current_context()
+    for name in names:
+        if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT:
+            flag = "--" + name.replace("_", "-")
+            raise click.UsageError(f"{flag} needs --local-queue-size N (the local queue is off)")
+
+
+def _silence_job_lines() -> None:
+    """Hide the worker's line per completed job until the command ends (``--quiet``).
+
+    Those lines go to their own logger, ``graphile_worker.worker.jobs``, so everything
+    else the worker says at info level (start-up, shutdown) is still shown.
+    """
+    job_lines = logging.getLogger("graphile_worker.worker.jobs")
+    previous = job_lines.level
+    job_lines.setLevel(logging.WARNING)
+    click.get_current_context().call_on_close(lambda: job_lines.setLevel(previous))

@@ -34,7 +34,7 @@ from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigurationError, DriverUnavailableError
-from ._url import resolve_url
+from ._url import normalize_url, resolve_url
 from .base import (
     AsyncExecutor,
     DatabaseDriver,
@@ -116,6 +116,7 @@ def create_driver(
     min_size: int = 1,
     max_size: int = 10,
     prepared_statements: bool = True,
+    listen_url: str | None = None,
 ) -> DriverOpener:
     """Open a connection pool to ``url`` with the chosen driver.
 
@@ -131,6 +132,9 @@ def create_driver(
         max_size: most connections open at the same time (``LISTEN`` uses one more).
         prepared_statements: ``False`` when connecting through PgBouncer in transaction
             mode, which cannot share server-side prepared statements between clients.
+        listen_url: where the one ``LISTEN`` connection goes when ``url`` is a pooler that
+            cannot carry ``LISTEN`` (PgBouncer in transaction mode): a direct URL to the same
+            database. Default: ``url``.
 
     Raises:
         ConfigurationError: bad URL or sizes, no URL and no ``$DATABASE_URL``, unknown driver.
@@ -140,6 +144,9 @@ def create_driver(
     """
     name = _canonical_name(driver)
     conninfo = resolve_url(url)
+    options: dict[str, Any] = {"prepared_statements": prepared_statements}
+    if listen_url is not None:
+        options["listen_url"] = normalize_url(listen_url)
     if not isinstance(min_size, int) or not isinstance(max_size, int) or min_size < 0:
         raise ConfigurationError(
             f"pool sizes must be integers with min_size >= 0, got {min_size!r} and {max_size!r}"
@@ -148,11 +155,7 @@ def create_driver(
         raise ConfigurationError(
             f"max_size must be at least 1 and at least min_size ({min_size}), got {max_size}"
         )
-    return DriverOpener(
-        name,
-        conninfo,
-        {"min_size": min_size, "max_size": max_size, "prepared_statements": prepared_statements},
-    )
+    return DriverOpener(name, conninfo, {"min_size": min_size, "max_size": max_size, **options})
 
 
 class DriverOpener:

@@ -38,7 +38,7 @@ from ..errors import (
 from ..sql import to_numbered
 from ._common import as_connection_error, check_commit_status
 from ._listener import ListenConnection, NotificationStream, validate_channels
-from ._url import resolve_url
+from ._url import normalize_url, resolve_url
 from .base import AsyncExecutor, Notification, Params, Row
 
 if TYPE_CHECKING:
@@ -252,13 +252,14 @@ class AsyncpgDriver(_AsyncpgExecutor):
     the driver run in autocommit mode on any pooled connection.
     """
 
-    __slots__ = ("_pool", "_url")
+    __slots__ = ("_listen_url", "_pool", "_url")
 
-    def __init__(self, pool: asyncpg.Pool, url: str) -> None:
+    def __init__(self, pool: asyncpg.Pool, url: str, *, listen_url: str | None = None) -> None:
         """Wrap an already opened pool; most code should call :meth:`open` instead."""
         super().__init__(pool)
         self._pool = pool
         self._url = url
+        self._listen_url = listen_url or url
 
     @classmethod
     async def open(
@@ -269,6 +270,7 @@ class AsyncpgDriver(_AsyncpgExecutor):
         max_size: int = 10,
         prepared_statements: bool = True,
         statement_cache_size: int = DEFAULT_STATEMENT_CACHE_SIZE,
+        listen_url: str | None = None,
     ) -> AsyncpgDriver:
         """Connect to ``url`` (``DATABASE_URL`` when ``None``) and fill the pool.
 
@@ -276,11 +278,15 @@ class AsyncpgDriver(_AsyncpgExecutor):
             prepared_statements: ``False`` for PgBouncer in transaction mode: asyncpg then
                 uses unnamed statements only (``statement_cache_size=0``).
             statement_cache_size: prepared statements kept per connection.
+            listen_url: Where the dedicated ``LISTEN`` connection goes, when it must bypass
+                a pooler (PgBouncer in transaction mode cannot carry ``LISTEN``); default:
+                ``url``.
 
         Raises:
             ConnectionLostError: the server cannot be reached or refused the connection.
         """
         dsn = resolve_url(url)
+        listen_dsn = None if listen_url is None else normalize_url(listen_url)
         with _connecting():
             pool = await asyncpg.create_pool(
                 dsn,
@@ -290,7 +296,7 @@ class AsyncpgDriver(_AsyncpgExecutor):
                 init=_prepare_connection,
                 reset=_keep_session,
             )
-        return cls(pool, dsn)
+        return cls(pool, dsn, listen_url=listen_dsn)
 
     async def __aenter__(self) -> Self:
         return self
@@ -332,7 +338,7 @@ class AsyncpgDriver(_AsyncpgExecutor):
     async def _open_listener(self, channels: Sequence[str]) -> ListenConnection:
         listener = _AsyncpgListenConnection()
         with _connecting():
-            connection = await asyncpg.connect(self._url, statement_cache_size=0)
+            connection = await asyncpg.connect(self._listen_url, statement_cache_size=0)
         try:
             connection.add_termination_listener(listener.on_termination)
             with _translating():

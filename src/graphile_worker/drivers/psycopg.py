@@ -41,7 +41,7 @@ from ._psycopg_common import (
     to_notification,
     translate_psycopg_error,
 )
-from ._url import resolve_url
+from ._url import normalize_url, resolve_url
 from .base import AsyncExecutor, Notification, Params, Row
 
 if TYPE_CHECKING:
@@ -179,10 +179,13 @@ class PsycopgDriver:
     :meth:`open`; close it with :meth:`aclose` or ``async with``.
     """
 
-    def __init__(self, pool: AsyncConnectionPool[Any], url: str) -> None:
+    def __init__(
+        self, pool: AsyncConnectionPool[Any], url: str, *, listen_url: str | None = None
+    ) -> None:
         """Wrap an already opened pool; most code should call :meth:`open` instead."""
         self._pool = pool
         self._url = url
+        self._listen_url = listen_url or url
 
     @classmethod
     async def open(
@@ -193,6 +196,7 @@ class PsycopgDriver:
         max_size: int = 10,
         prepared_statements: bool = True,
         prepare_threshold: int | None = 5,
+        listen_url: str | None = None,
     ) -> PsycopgDriver:
         """Connect to ``url`` (``DATABASE_URL`` when ``None``) and fill the pool.
 
@@ -201,11 +205,15 @@ class PsycopgDriver:
                 executions on one connection (``0``: at once; ``None``: never).
             prepared_statements: ``False`` for PgBouncer in transaction mode; overrides
                 ``prepare_threshold``.
+            listen_url: Where the dedicated ``LISTEN`` connection goes, when it must bypass
+                a pooler (PgBouncer in transaction mode cannot carry ``LISTEN``); default:
+                ``url``.
 
         Raises:
             ConnectionLostError: the server cannot be reached or refused the connection.
         """
         conninfo = resolve_url(url)
+        listen_conninfo = None if listen_url is None else normalize_url(listen_url)
         pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
             conninfo,
             min_size=min_size,
@@ -227,7 +235,7 @@ class PsycopgDriver:
             with anyio.CancelScope(shield=True):
                 await pool.close()
             raise as_connection_error(translate_psycopg_error(error)) from error
-        return cls(pool, conninfo)
+        return cls(pool, conninfo, listen_url=listen_conninfo)
 
     async def __aenter__(self) -> Self:
         return self
@@ -310,7 +318,7 @@ class PsycopgDriver:
 
     async def _open_listener(self, channels: Sequence[str]) -> ListenConnection:
         try:
-            connection = await psycopg.AsyncConnection.connect(self._url, autocommit=True)
+            connection = await psycopg.AsyncConnection.connect(self._listen_url, autocommit=True)
         except psycopg.Error as error:
             raise as_connection_error(translate_psycopg_error(error)) from error
         try:

@@ -41,7 +41,7 @@ from ._psycopg_common import (
     to_notification,
     translate_psycopg_error,
 )
-from ._url import resolve_url
+from ._url import normalize_url, resolve_url
 from .base import AsyncExecutor, Notification, Params, Row
 
 if TYPE_CHECKING:
@@ -354,12 +354,18 @@ class PsycopgThreadedDriver:
     """
 
     def __init__(
-        self, pool: ConnectionPool[Any], url: str, *, cancel_grace: float = CANCEL_GRACE_SECONDS
+        self,
+        pool: ConnectionPool[Any],
+        url: str,
+        *,
+        cancel_grace: float = CANCEL_GRACE_SECONDS,
+        listen_url: str | None = None,
     ) -> None:
         """Wrap an already opened pool; most code should call :meth:`open` instead."""
         self._pool = pool
         self._url = url
         self._grace = cancel_grace
+        self._listen_url = listen_url or url
 
     @classmethod
     async def open(
@@ -371,6 +377,7 @@ class PsycopgThreadedDriver:
         prepared_statements: bool = True,
         prepare_threshold: int | None = 5,
         cancel_grace: float = CANCEL_GRACE_SECONDS,
+        listen_url: str | None = None,
     ) -> PsycopgThreadedDriver:
         """Connect to ``url`` (``DATABASE_URL`` when ``None``) and fill the pool.
 
@@ -380,11 +387,15 @@ class PsycopgThreadedDriver:
             prepared_statements: ``False`` for PgBouncer in transaction mode; overrides
                 ``prepare_threshold``.
             cancel_grace: seconds a cancelled call waits for its thread to stop.
+            listen_url: Where the dedicated ``LISTEN`` connection goes, when it must bypass
+                a pooler (PgBouncer in transaction mode cannot carry ``LISTEN``); default:
+                ``url``.
 
         Raises:
             ConnectionLostError: the server cannot be reached or refused the connection.
         """
         conninfo = resolve_url(url)
+        listen_conninfo = None if listen_url is None else normalize_url(listen_url)
         pool: ConnectionPool[Any] = ConnectionPool(
             conninfo,
             min_size=min_size,
@@ -396,7 +407,7 @@ class PsycopgThreadedDriver:
             name="graphile_worker",
         )
         await anyio.to_thread.run_sync(_open_pool, pool, conninfo)
-        return cls(pool, conninfo, cancel_grace=cancel_grace)
+        return cls(pool, conninfo, cancel_grace=cancel_grace, listen_url=listen_conninfo)
 
     async def __aenter__(self) -> Self:
         return self
@@ -535,7 +546,7 @@ class PsycopgThreadedDriver:
         guard.enter()
         try:
             try:
-                connection = psycopg.Connection.connect(self._url, autocommit=True)
+                connection = psycopg.Connection.connect(self._listen_url, autocommit=True)
             except psycopg.Error as error:
                 raise as_connection_error(translate_psycopg_error(error)) from error
             try:

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from ..spec import Job
     from ._options import ForbiddenFlags
 
-__all__ = ["JobSource"]
+__all__ = ["JobSource", "is_transient"]
 
 RECORD_RETRY_DELAYS = (0.1, 0.5, 1.0, 2.0, 5.0)
 """Seconds between attempts to record an outcome when the database is unreachable.
@@ -77,7 +77,13 @@ class JobSource:
     def _now(self) -> datetime | None:
         return datetime.now(timezone.utc) if self._use_local_time else None
 
-    async def _flags(self) -> Collection[str]:
+    @property
+    def flags_can_change(self) -> bool:
+        """Whether the forbidden flags come from a function, so may differ between claims."""
+        return callable(self._forbidden_flags)
+
+    async def forbidden_flags(self) -> Collection[str]:
+        """The flags forbidden right now (the function's answer, when there is one)."""
         flags = self._forbidden_flags
         if not callable(flags):
             return flags
@@ -86,14 +92,17 @@ class JobSource:
             result = await result
         return result
 
-    async def claim(self, limit: int) -> list[Job]:
-        """Lock and return up to ``limit`` runnable jobs (fewer, or none, when fewer are ready)."""
+    async def claim(self, limit: int, *, flags: Collection[str] | None = None) -> list[Job]:
+        """Lock and return up to ``limit`` runnable jobs (fewer, or none, when fewer are ready).
+
+        ``flags`` are the forbidden flags when the caller has already asked for them.
+        """
         statement = worker_sql.bind_get_jobs(
             self._schema,
             worker_id=self._worker_id,
             task_identifiers=self._task_identifiers,
             limit=limit,
-            forbidden_flags=await self._flags(),
+            forbidden_flags=await self.forbidden_flags() if flags is None else flags,
             now=self._now(),
         )
         with anyio.CancelScope(shield=True):
@@ -105,38 +114,48 @@ class JobSource:
         statement = worker_sql.bind_next_due(
             self._schema,
             task_identifiers=self._task_identifiers,
-            forbidden_flags=await self._flags(),
+            forbidden_flags=await self.forbidden_flags(),
             now=self._now(),
         )
         seconds = await perform_async(statement, self._driver)
         return None if seconds is None else max(0.0, float(seconds))
 
-    async def complete(self, jobs: Sequence[Job]) -> set[int]:
-        """Delete succeeded jobs; returns the ids that were still ours to delete."""
+    async def complete(
+        self, jobs: Sequence[Job], *, retry_delays: Sequence[float] = RECORD_RETRY_DELAYS
+    ) -> set[int]:
+        """Delete succeeded jobs; returns the ids that were still there to delete."""
         ids = [job.id for job in jobs]
         statement = worker_sql.bind_complete_jobs(
             self._schema, worker_id=self._worker_id, job_ids=ids
         )
-        rows = await self._settle(statement, "complete", ids)
+        rows = await self._settle(statement, "complete", ids, retry_delays)
         return {row["id"] for row in rows}
 
     async def fail(
-        self, failures: Sequence[worker_sql.FailureSpec]
+        self,
+        failures: Sequence[worker_sql.FailureSpec],
+        *,
+        retry_delays: Sequence[float] = RECORD_RETRY_DELAYS,
     ) -> dict[int, worker_sql.Released]:
         """Record failed attempts; returns the new ``run_at``/``attempts`` by job id."""
         statement = worker_sql.bind_fail_jobs(
             self._schema, worker_id=self._worker_id, failures=failures
         )
-        rows = await self._settle(statement, "fail", [failure.job_id for failure in failures])
+        ids = [failure.job_id for failure in failures]
+        rows = await self._settle(statement, "fail", ids, retry_delays)
         return worker_sql.decode_released(rows)
 
     async def release(self, jobs: Sequence[Job], delay: float) -> dict[int, worker_sql.Released]:
-        """Hand interrupted jobs back, refunding their attempt, runnable after ``delay``."""
+        """Hand jobs back, refunding their attempt, runnable after ``delay`` seconds.
+
+        With a delay of 0 the job keeps its ``run_at``, and so its place in line (Node's
+        ``returnJobs``, for jobs claimed but never started).
+        """
         ids = [job.id for job in jobs]
         statement = worker_sql.bind_release_jobs(
             self._schema, worker_id=self._worker_id, job_ids=ids, delay=delay
         )
-        rows = await self._settle(statement, "release", ids)
+        rows = await self._settle(statement, "release", ids, RECORD_RETRY_DELAYS)
         return worker_sql.decode_released(rows)
 
     async def reset_stale_locks(self) -> None:
@@ -159,20 +178,22 @@ class JobSource:
             await self.reset_stale_locks()
             delay = random.uniform(*RESET_LOCKED_INTERVAL)
 
-    async def _settle(self, statement: Statement, action: str, ids: list[int]) -> list[Row]:
+    async def _settle(
+        self, statement: Statement, action: str, ids: list[int], retry_delays: Sequence[float]
+    ) -> list[Row]:
         """Run a statement that records outcomes, retrying while the database is away."""
         with anyio.CancelScope(shield=True):
-            for attempt, delay in enumerate((*RECORD_RETRY_DELAYS, None), start=1):
+            for attempt, delay in enumerate((*retry_delays, None), start=1):
                 result = await self._try(statement)
                 if not isinstance(result, DatabaseError):
                     return result
                 error = result
-                if delay is None or not _is_transient(error):
+                if delay is None or not is_transient(error):
                     raise error
                 self._logger.warning(
                     "Could not %s job(s) %s (attempt %d: %s); retrying in %.1fs",
                     action,
-                    ", ".join(map(str, ids)),
+                    _id_list(ids),
                     attempt,
                     error,
                     delay,
@@ -188,6 +209,12 @@ class JobSource:
         return rows
 
 
-def _is_transient(error: DatabaseError) -> bool:
+def _id_list(ids: Sequence[int], limit: int = 20) -> str:
+    """Job ids for a log line; a batch of hundreds is cut short, saying how many more."""
+    shown = ", ".join(map(str, ids[:limit]))
+    return shown if len(ids) <= limit else f"{shown} and {len(ids) - limit} more"
+
+
+def is_transient(error: DatabaseError) -> bool:
     """Errors worth retrying: a lost connection, a deadlock or a serialisation failure."""
     return isinstance(error, ConnectionLostError) or error.sqlstate in _TRANSIENT_SQLSTATES

@@ -61,12 +61,15 @@ def breaking_migration(payload: str) -> int | None:
 async def listen_for_jobs(
     driver: DatabaseDriver,
     *,
-    on_jobs: Callable[[], None],
+    on_jobs: Callable[[int], None],
     on_breaking_migration: Callable[[int], None],
     logger: logging.Logger,
     task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Call ``on_jobs()`` whenever jobs may have become available; runs until cancelled.
+    """Call ``on_jobs(count)`` whenever jobs may have become available; runs until cancelled.
+
+    ``count`` is how many jobs a notification announced, or 0 when nobody said (after
+    a reconnect, anything may have been missed); a local queue counts them.
 
     Reports itself started once ``LISTEN`` is in place, or once the first attempt failed
     (the worker then polls until a later attempt succeeds), so start-up never waits for a
@@ -93,7 +96,7 @@ async def listen_for_jobs(
         if not started:
             started = True
             task_status.started()
-        on_jobs()
+        on_jobs(0)
         # The stream retries by itself once open; this loop only covers opening it.
         await anyio.sleep(min(MAX_RETRY_DELAY, 0.5 * 2**failures))
         failures += 1
@@ -101,13 +104,16 @@ async def listen_for_jobs(
 
 def _dispatch(
     notification: Notification,
-    on_jobs: Callable[[], None],
+    on_jobs: Callable[[int], None],
     on_breaking_migration: Callable[[int], None],
 ) -> None:
     if notification.channel == "worker:migrate":
         number = breaking_migration(notification.payload)
         if number is not None:
             on_breaking_migration(number)
-    elif notification.channel != "jobs:insert" or jobs_added(notification.payload) > 0:
-        # A reconnect (channel "") may have hidden notifications: look now.
-        on_jobs()
+    elif notification.channel != "jobs:insert":
+        on_jobs(0)  # a reconnect (channel "") may have hidden notifications: look now
+    else:
+        count = jobs_added(notification.payload)
+        if count > 0:
+            on_jobs(count)

@@ -19,8 +19,12 @@ from ..drivers.base import DatabaseDriver
 from ..errors import ConfigurationError
 from ..sql import DEFAULT_SCHEMA, quote_identifier
 from ..task import TaskRegistry
+from ._cron_clock import CronClock, SystemCronClock
+from ._cron_source import CrontabSource, resolve_crontab
+from ._local_queue_options import LocalQueueOptions, check_batch_delay, check_local_queue
 
 if TYPE_CHECKING:
+    from ..crontab import CronItem
     from ..hooks import Observer, Plugin
 
 __all__ = ["ForbiddenFlags", "RunOnceSummary", "WorkerOptions"]
@@ -85,6 +89,13 @@ class WorkerOptions:
             and a timer for delayed jobs start most jobs long before a poll would.
         forbidden_flags: Jobs carrying any of these flags are not claimed; see
             :data:`ForbiddenFlags`.
+        local_queue: Claim jobs in batches and start them from memory; see
+            :class:`LocalQueueOptions`. ``None`` (the default) claims as slots free up.
+        complete_job_batch_delay: Record successes in batches: the first success of a
+            batch waits this many seconds for others to join it, then one statement
+            records them all (0: those that finish at about the same moment). ``None``
+            (the default) records each success as it happens.
+        fail_job_batch_delay: The same for failed attempts.
         extensions: Application state handed to every job as ``ctx.extensions``
             (read-only).
         use_local_time: Compare ``run_at`` with this machine's clock instead of the
@@ -99,8 +110,27 @@ class WorkerOptions:
         hooks: :class:`~graphile_worker.hooks.Plugin` and
             :class:`~graphile_worker.hooks.Observer` instances.
         prepared_statements: ``False`` behind PgBouncer in transaction mode.
+        listen_url: A direct URL to the same database for the one ``LISTEN`` connection,
+            when ``database_url`` is a pooler that cannot carry ``LISTEN`` (PgBouncer in
+            transaction mode); ``None`` listens through ``database_url``. Ignored when
+            ``driver`` is a driver instance.
         migrate: Install or upgrade the schema when the worker starts.
-        logger: Where the worker logs (default ``graphile_worker.worker``).
+        logger: Where the worker logs (default ``graphile_worker.worker``). The line per
+            finished job goes to its child ``<logger>.jobs``, so that it can be silenced
+            on its own: ``logging.getLogger("graphile_worker.worker.jobs").setLevel(
+            logging.WARNING)`` keeps failures and drops the success lines.
+        crontab: Recurring jobs, scheduled while the worker runs (``run()`` and
+            ``async with``; ``run_once()`` schedules nothing, as in Node): crontab text
+            (a ``str``), a crontab file (a ``pathlib.Path``, read when the options are
+            built) or :class:`~graphile_worker.crontab.CronItem` values from
+            ``parse_crontab()`` or the ``cron()`` builder. Parsed here, so a bad line
+            raises :class:`~graphile_worker.errors.CrontabError` before the worker starts.
+            Any number of workers may share one crontab: each minute's job is added once.
+        cron_clock: Where the cron scheduler reads the time and sleeps (default: the system
+            clock). Tests pass a
+            :class:`~graphile_worker.worker.ManualCronClock` to move through
+            minutes, outages and clock jumps without waiting. Nothing else in the worker
+            uses it.
     """
 
     tasks: TaskRegistry | Iterable[object]
@@ -111,6 +141,9 @@ class WorkerOptions:
     max_pool_size: int = 10
     poll_interval: float = 2.0
     forbidden_flags: ForbiddenFlags = ()
+    local_queue: LocalQueueOptions | None = None
+    complete_job_batch_delay: float | None = None
+    fail_job_batch_delay: float | None = None
     extensions: Mapping[str, object] = dataclasses.field(default_factory=dict)
     use_local_time: bool = False
     shutdown_grace_period: float = 5.0
@@ -118,8 +151,11 @@ class WorkerOptions:
     install_signal_handlers: bool = True
     hooks: Iterable[Plugin | Observer] = ()
     prepared_statements: bool = True
+    listen_url: str | None = None
     migrate: bool = True
     logger: logging.Logger | None = None
+    crontab: CrontabSource = None
+    cron_clock: CronClock | None = None
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # frozen: normalise fields once, here
@@ -139,6 +175,8 @@ class WorkerOptions:
         set_(self, "tasks", registry)
         if self.database_url is not None and not isinstance(self.database_url, str):
             raise ConfigurationError(f"database_url must be a str, not {self.database_url!r}")
+        if self.listen_url is not None and not isinstance(self.listen_url, str):
+            raise ConfigurationError(f"listen_url must be a str, not {self.listen_url!r}")
         if isinstance(self.driver, str):
             if self.driver not in _DRIVER_CHOICES:
                 raise ConfigurationError(
@@ -170,18 +208,36 @@ class WorkerOptions:
             ),
         )
         set_(self, "forbidden_flags", _check_flags(self.forbidden_flags))
+        local_queue = check_local_queue(self.local_queue, poll_interval=self.poll_interval)
+        set_(self, "local_queue", local_queue)
+        for name in ("complete_job_batch_delay", "fail_job_batch_delay"):
+            set_(self, name, check_batch_delay(name, getattr(self, name)))
         if not isinstance(self.extensions, Mapping):
             raise ConfigurationError(f"extensions must be a mapping, not {self.extensions!r:.80}")
         set_(self, "extensions", MappingProxyType(dict(self.extensions)))
         set_(self, "hooks", tuple(self.hooks))
         if self.logger is not None and not isinstance(self.logger, logging.Logger):
             raise ConfigurationError(f"logger must be a logging.Logger, not {self.logger!r:.80}")
+        set_(self, "crontab", resolve_crontab(self.crontab))
+        if self.cron_clock is None:
+            set_(self, "cron_clock", SystemCronClock())
+        elif not isinstance(self.cron_clock, CronClock):
+            raise ConfigurationError(
+                f"cron_clock must have now() and async sleep_until(moment), not "
+                f"{self.cron_clock!r:.80}"
+            )
 
     @property
     def registry(self) -> TaskRegistry:
         """The tasks as a :class:`~graphile_worker.task.TaskRegistry` (``tasks`` normalised)."""
         assert isinstance(self.tasks, TaskRegistry)
         return self.tasks
+
+    @property
+    def cron_items(self) -> tuple[CronItem, ...]:
+        """The crontab as validated cron items (``crontab`` normalised; empty without one)."""
+        assert isinstance(self.crontab, tuple)
+        return self.crontab
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -2,15 +2,23 @@
 
 A :class:`WorkerRun` lives from ``run()``/``run_once()`` start to return. Its shape:
 
-* the **claim loop** asks for as many jobs as there are free slots, starts each in the jobs
-  task group and claims again while claims return something; when one comes back empty
-  it sleeps until a wake-up: a ``jobs:insert`` notification, a job ending (which may
-  unlock a serial queue), the timer for the next delayed job, or the poll interval;
+* the **claim loop** asks for as many jobs as there are free slots, hands them to the
+  :class:`~graphile_worker.worker._slots.Slots` (``concurrency`` long-lived tasks that run
+  jobs one after another) and claims again while claims return something; when one comes
+  back empty it sleeps until a wake-up: a ``jobs:insert`` notification, a slot running
+  out of work (its job's end may have unlocked a serial queue), the timer for the next
+  delayed job, or the poll interval;
+* with a **local queue** the claims fetch a batch into memory, and slots take their next
+  job straight from there; the claim loop only refills it, and hands back what expires;
+* each job's **outcome** is recorded by an
+  :class:`~graphile_worker.worker._outcomes.OutcomeRecorder`, at once or in batches;
 * **stopping** (``stop()``, a signal, a breaking migration) ends the claim loop and raises
   the abort signal; running jobs get ``shutdown_grace_period`` seconds, then the jobs task
   group is cancelled; a second signal skips the wait;
-* every job that did not finish is **released** in one statement, in a shielded scope,
-  without spending its attempt; this also happens when the run itself is cancelled.
+* jobs still in the local queue are handed back at once, outcomes waiting in a batch are
+  written, and every job that did not finish is **released** in one statement, without
+  spending its attempt: all in shielded scopes, so this also happens when the run itself
+  is cancelled.
 """
 
 from __future__ import annotations
@@ -25,23 +33,18 @@ import anyio
 import sniffio
 from anyio.abc import TaskGroup, TaskStatus
 
-from ..errors import DatabaseError, error_text
-from ..hooks import (
-    JobComplete,
-    JobFail,
-    JobFetch,
-    JobInterrupted,
-    JobPermanentlyFail,
-    WorkerShutdown,
-    WorkerStart,
-)
-from ..sql.worker import FailureSpec
+from ..errors import DatabaseError
+from ..hooks import JobFetch, JobInterrupted, WorkerShutdown, WorkerStart
 from ._context import AbortSignal, WorkerContext
-from ._execute import Attempt, attempt_job, log_outcome
+from ._cron import CronScheduler
+from ._execute import attempt_job
 from ._fetch import JobSource
 from ._listen import listen_for_jobs
+from ._local_queue import LocalQueue
 from ._options import RunOnceSummary
+from ._outcomes import OutcomeRecorder
 from ._shutdown import watch_signals
+from ._slots import Slots
 
 if TYPE_CHECKING:
     from anyio.lowlevel import EventLoopToken
@@ -105,16 +108,38 @@ class WorkerRun:
             use_local_time=options.use_local_time,
             logger=logger,
         )
+        self._local_queue = (
+            None
+            if options.local_queue is None
+            else LocalQueue(options.local_queue, self._source, logger)
+        )
+        self._outcomes = OutcomeRecorder(
+            source=self._source,
+            hooks=hooks,
+            worker_id=worker_id,
+            logger=logger,
+            job_logger=logger.getChild("jobs"),
+            complete_delay=options.complete_job_batch_delay,
+            fail_delay=options.fail_job_batch_delay,
+            settled=self._nudge,
+        )
         self.abort = AbortSignal()
         self._threads = anyio.CapacityLimiter(options.concurrency)
         self._wake = anyio.Event()
-        self._running: dict[int, Job] = {}
+        self._running: dict[int, Job] = {}  # handed to the slots: waiting or running
+        self._slots = Slots(
+            count=options.concurrency,
+            run_job=self._run_job,
+            take_nowait=self._take_from_memory,
+            idle=self._nudge,
+        )
+        self._unstarted: list[Job] = []
         self._interrupted: list[Job] = []
         self._stop_reason: str | None = None
         self._immediate = False
         self._grace_scope: anyio.CancelScope | None = None
         self._shutdown_notified = False
-        self._completed = self._failed = self._permanently_failed = self._released = 0
+        self._released = 0
 
     # ------------------------------------------------------------------------- stopping
 
@@ -128,6 +153,7 @@ class WorkerRun:
         if self._stop_reason is None:
             self._stop_reason = reason
             self._logger.info("Worker %s stopping: %s", self._worker_id, reason)
+            self._unstarted.extend(self._slots.close())
             self.abort.set()
             self._wake.set()
 
@@ -160,6 +186,11 @@ class WorkerRun:
     def _nudge(self) -> None:
         self._wake.set()
 
+    def _jobs_announced(self, count: int) -> None:
+        if self._local_queue is not None:
+            self._local_queue.announce(count)
+        self._wake.set()
+
     # ------------------------------------------------------------------------------ run
 
     async def serve(self, task_status: TaskStatus[None]) -> RunOnceSummary:
@@ -171,8 +202,15 @@ class WorkerRun:
                 if self._continuous:
                     await services.start(self._listen)
                     services.start_soon(self._source.reset_stale_locks_periodically)
+                    if self._options.cron_items:
+                        # Only continuous runs schedule cron jobs, as in Node (whose
+                        # runOnce has no cron): run_once() ends when the queue is empty,
+                        # while a scheduler must be running as each minute begins.
+                        await services.start(self._run_cron)
                 else:
                     await self._source.reset_stale_locks()
+                await self._outcomes.start(services)
+                self._warn_small_local_queue()
                 self._logger.info(
                     "Worker %s connected and looking for jobs (task names: %s)",
                     self._worker_id,
@@ -186,12 +224,25 @@ class WorkerRun:
         finally:
             with anyio.CancelScope(shield=True):
                 await self._notify_shutdown(self._stop_reason or "the run was cancelled")
+        outcomes = self._outcomes
         return RunOnceSummary(
-            completed=self._completed,
-            failed=self._failed,
-            permanently_failed=self._permanently_failed,
+            completed=outcomes.completed,
+            failed=outcomes.failed,
+            permanently_failed=outcomes.permanently_failed,
             interrupted=self._released,
         )
+
+    def _warn_small_local_queue(self) -> None:
+        local_queue = self._options.local_queue
+        if local_queue is not None and local_queue.size < self._options.concurrency:
+            # As Node warns: the batch is used up before every slot has a job.
+            self._logger.warning(
+                "The local queue's size (%d) is smaller than the concurrency (%d); jobs "
+                "are fetched more often than needed. Use a size of at least %d",
+                local_queue.size,
+                self._options.concurrency,
+                self._options.concurrency,
+            )
 
     async def _watch_signals(self, *, task_status: TaskStatus[None]) -> None:
         await watch_signals(
@@ -201,10 +252,30 @@ class WorkerRun:
             task_status=task_status,
         )
 
+    async def _run_cron(self, *, task_status: TaskStatus[None]) -> None:
+        clock = self._options.cron_clock
+        assert clock is not None  # WorkerOptions puts the system clock in by default
+        scheduler = CronScheduler(
+            items=self._options.cron_items,
+            driver=self._driver,
+            schema=self._options.schema,
+            clock=clock,
+            hooks=self._hooks,
+            worker_id=self._worker_id,
+            logger=self._logger,
+        )
+        async with anyio.create_task_group() as cron:
+            await cron.start(scheduler.run)
+            task_status.started()
+            # Like Node, which releases cron when the runner stops: a worker that is
+            # shutting down schedules nothing more, even while its jobs finish.
+            await self.abort.wait()
+            cron.cancel_scope.cancel()
+
     async def _listen(self, *, task_status: TaskStatus[None]) -> None:
         await listen_for_jobs(
             self._driver,
-            on_jobs=self._nudge,
+            on_jobs=self._jobs_announced,
             on_breaking_migration=self._on_breaking_migration,
             logger=self._logger,
             task_status=task_status,
@@ -219,22 +290,70 @@ class WorkerRun:
     async def _process(self) -> None:
         try:
             async with anyio.create_task_group() as jobs:
-                await self._claim_loop(jobs)
+                self._slots.start(jobs)
+                await self._claim_loop()
+                self._unstarted.extend(self._slots.close())
+                await self._return_unstarted()
+                await self._return_local_jobs()
                 await self._notify_shutdown(self._stop_reason or "no more jobs to run")
                 await self._wait_for_jobs(jobs)
         finally:
             with anyio.CancelScope(shield=True):
+                self._unstarted.extend(self._slots.close())
+                await self._return_unstarted()
+                await self._return_local_jobs()
+                await self._outcomes.drain()
                 await self._release_interrupted()
 
-    async def _claim_loop(self, jobs: TaskGroup) -> None:
+    async def _return_local_jobs(self) -> None:
+        """Hand back the jobs waiting in the local queue, before running ones finish."""
+        if self._local_queue is not None:
+            with anyio.CancelScope(shield=True):
+                await self._local_queue.release()
+
+    def _take_from_memory(self) -> Job | None:
+        """A slot's next job straight from the local queue's memory, if it has one."""
+        local_queue = self._local_queue
+        if local_queue is None or self.stopping or self._outcomes.troubled:
+            return None
+        job = local_queue.take_nowait()
+        if job is not None:
+            self._running[job.id] = job
+            if local_queue.wants_refill:
+                self._wake.set()
+        return job
+
+    async def _refill(self, local_queue: LocalQueue) -> None:
+        """Top the local queue up while the slots work through what it holds."""
+        try:
+            await local_queue.refill()
+        except DatabaseError as error:
+            self._logger.warning("Could not fetch jobs (%s); retrying", error)
+
+    async def _claim(self, free: int) -> list[Job]:
+        if self._local_queue is not None:
+            return await self._local_queue.take(free)
+        return await self._source.claim(free)
+
+    async def _claim_loop(self) -> None:
         options = self._options
+        local_queue = self._local_queue
         while not self.stopping:
-            self._wake = anyio.Event()  # before claiming: a wake-up during the claim counts
+            if self._wake.is_set():  # renewed before claiming: a wake-up during it counts
+                self._wake = anyio.Event()
             free = options.concurrency - len(self._running)
             timeout: float | None = None
-            if free > 0:
+            if local_queue is not None:
+                await local_queue.expire()
+                if local_queue.wants_refill and not self._outcomes.troubled:
+                    await self._refill(local_queue)
+            if self._outcomes.troubled:
+                # Outcomes cannot be written right now; running more jobs would only add to
+                # them. The batcher wakes us once a batch is written.
+                timeout = options.poll_interval
+            elif free > 0:
                 try:
-                    claimed = await self._source.claim(free)
+                    claimed = await self._claim(free)
                 except DatabaseError as error:
                     if not self._continuous:
                         raise
@@ -245,18 +364,28 @@ class WorkerRun:
                     if self.stopping and claimed:
                         # The stop came while the claim was in flight: hand these back
                         # untouched rather than start them with the abort signal raised.
-                        await self._return_unstarted(claimed)
+                        self._unstarted.extend(claimed)
                         return
                     for job in claimed:
                         self._running[job.id] = job
-                        jobs.start_soon(self._run_job, job, name=f"graphile_worker job {job.id}")
+                    self._slots.hand_out(claimed)
                     if claimed:
                         continue  # there may be more; claim until a claim comes back empty
-                    if not self._continuous:
-                        if not self._running:
+                    if local_queue is not None and local_queue.held_back:
+                        timeout = local_queue.delay_left()  # no fetch was made: try again then
+                    elif not self._continuous:
+                        # Done once nothing runs and no outcome waits to be written (writing
+                        # one may unlock a named queue with more jobs), unless something
+                        # happened during the claim (a job ended, a batch was written): then
+                        # the claim may have missed a job that is runnable now.
+                        if not (self._running or self._outcomes.unrecorded or self._wake.is_set()):
                             return
                     else:
                         timeout = await self._until_next_poll()
+            if local_queue is not None:
+                expiry = local_queue.expiry_left()
+                if expiry is not None:
+                    timeout = expiry if timeout is None else min(timeout, expiry)
             with anyio.move_on_after(timeout):
                 await self._wake.wait()
 
@@ -323,48 +452,19 @@ class WorkerRun:
             )
             if attempt.kind != "interrupted":
                 settled = True
-                await self._record(job, attempt)
+                await self._outcomes.record(job, attempt)
         finally:
             if not settled:
                 self._interrupted.append(job)  # cancelled, or gave up on an abort request
             del self._running[job.id]
-            self._wake.set()
 
-    async def _record(self, job: Job, attempt: Attempt) -> None:
-        log_outcome(self._logger, job, attempt)
-        try:
-            if attempt.kind == "completed":
-                await self._source.complete([job])
-                self._completed += 1
-                if self._hooks:
-                    await self._hooks.notify(JobComplete(self._worker_id, job, attempt.duration))
-                return
-            error = attempt.error
-            assert error is not None
-            failure = FailureSpec(job.id, error_text(error), attempt.replacement_payload)
-            recorded = (await self._source.fail([failure])).get(job.id)
-        except DatabaseError as database_error:
-            self._logger.error(
-                "Could not record the outcome of job %s (%s): %s; it stays locked by %s "
-                "until the stale-lock reset frees it",
-                job.id,
-                job.task_identifier,
-                database_error,
-                self._worker_id,
-            )
-            return
-        self._failed += 1
-        final = job.attempts >= job.max_attempts
-        if final:
-            self._permanently_failed += 1
-        if self._hooks:
-            next_run_at = None if final or recorded is None else recorded.run_at
-            await self._hooks.notify(JobFail(self._worker_id, job, error, next_run_at))
-            if final:
-                await self._hooks.notify(JobPermanentlyFail(self._worker_id, job, error))
-
-    async def _return_unstarted(self, jobs: list[Job]) -> None:
+    async def _return_unstarted(self) -> None:
         """Give back claimed jobs that never started, at once and without delay."""
+        jobs, self._unstarted = self._unstarted, []
+        if not jobs:
+            return
+        for job in jobs:
+            self._running.pop(job.id, None)
         with anyio.CancelScope(shield=True):
             try:
                 await self._source.release(jobs, 0.0)

@@ -214,6 +214,7 @@ class Worker:
             driver=configured,
             max_size=self._options.max_pool_size,
             prepared_statements=self._options.prepared_statements,
+            listen_url=self._options.listen_url,
         )
         try:
             yield driver

@@ -1,0 +1,89 @@
+"""Concurrency slots: ``concurrency`` long-lived tasks, each running jobs one after another.
+
+Starting a task per job costs more than a no-op job itself (anyio builds a cancel scope
+and a task handle for each), so the runner starts its slots once and hands them jobs.
+The claim loop puts claimed jobs in :class:`Slots`' ready line; an idle slot takes the
+next one. A slot that finishes a job first asks ``take_nowait`` (the local queue's memory,
+without waiting); only when that has nothing does it tell the runner it is idle, so that
+while memory holds jobs the claim loop is not involved at all, as in Node, where each
+worker asks the local queue for its next job.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+import anyio
+
+if TYPE_CHECKING:
+    from anyio.abc import TaskGroup
+
+    from ..spec import Job
+
+__all__ = ["Slots"]
+
+
+class Slots:
+    """The slots of one run, and the line of jobs claimed for them but not started.
+
+    Args:
+        count: How many slots (the worker's ``concurrency``).
+        run_job: Runs one job to its end; never raises except on cancellation.
+        take_nowait: The next job from memory, or ``None`` (then the runner is told).
+        idle: Called when a slot finds no job: the claim loop should look for more.
+    """
+
+    def __init__(
+        self,
+        *,
+        count: int,
+        run_job: Callable[[Job], Awaitable[None]],
+        take_nowait: Callable[[], Job | None],
+        idle: Callable[[], None],
+    ) -> None:
+        self._count = count
+        self._run_job = run_job
+        self._take_nowait = take_nowait
+        self._idle = idle
+        self._ready: deque[Job] = deque()
+        self._arrived = anyio.Event()
+        self._closed = False
+
+    def start(self, group: TaskGroup) -> None:
+        """Start the slots in ``group``; they return once :meth:`close` was called."""
+        for number in range(self._count):
+            group.start_soon(self._slot, name=f"graphile_worker slot {number}")
+
+    def hand_out(self, jobs: list[Job]) -> None:
+        """Queue claimed jobs for the next idle slots."""
+        self._ready.extend(jobs)
+        arrived, self._arrived = self._arrived, anyio.Event()
+        arrived.set()
+
+    def close(self) -> list[Job]:
+        """Start no more jobs; return those claimed but not started, for handing back."""
+        self._closed = True
+        unstarted = list(self._ready)
+        self._ready.clear()
+        self._arrived.set()
+        return unstarted
+
+    def _next(self) -> Job | None:
+        if self._closed:
+            return None
+        if self._ready:
+            return self._ready.popleft()
+        return self._take_nowait()
+
+    async def _slot(self) -> None:
+        while True:
+            job = self._next()
+            if job is not None:
+                await self._run_job(job)
+                continue
+            self._idle()
+            if self._closed:
+                return
+            await self._arrived.wait()
