@@ -65,6 +65,19 @@ def demo(session: nox.Session) -> None:
 
 
 @nox.session
+def bench(session: nox.Session) -> None:
+    """Run the benchmarks in tests/benchmarks/ and print figures; see BENCHMARKS.md.
+
+    Arguments after ``--`` go to the benchmark: ``-- --quick`` for a smoke test,
+    ``-- --only drain,latency``, ``-- --json-out results.json``. The Node comparison uses
+    the npm package pinned in tests/node (``npm ci`` there) and is skipped without it.
+    """
+    # trio runs the psycopg-threaded/trio figures; the drivers come with the "all" extra.
+    install_project(session, "trio")
+    session.run("python", "-m", "tests.benchmarks", *session.posargs)
+
+
+@nox.session
 def lint(session: nox.Session) -> None:
     """Check lint rules and formatting with ruff (never rewrites files)."""
     session.install(RUFF)
