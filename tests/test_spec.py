@@ -17,6 +17,7 @@ from graphile_worker.spec import (
     JobSpec,
     TypedPayload,
     identifier_of,
+    job_reader,
     payload_to_json,
     prepare_job,
 )
@@ -289,3 +290,46 @@ class TestJobFromRow:
 
     def test_permanently_failed(self) -> None:
         assert Job.from_row(_private_row(attempts=25)).is_permanently_failed
+
+
+class TestJobReader:
+    """``job_reader`` fills a Job from bare values; it must match ``Job.from_row`` exactly."""
+
+    COLUMNS = tuple(_private_row())
+
+    @pytest.mark.parametrize("flags", [{"slow": True, "big": True}, None, {}])
+    def test_same_job_as_from_row(self, flags: dict[str, bool] | None) -> None:
+        row = _private_row(flags=flags)
+        job = job_reader(self.COLUMNS)(tuple(row.values()))
+        expected = Job.from_row(row)
+        assert type(job) is Job
+        assert job == expected
+        assert dataclasses.astuple(job) == dataclasses.astuple(expected)
+        assert job.flags == (frozenset(flags) if flags else frozenset())
+        assert isinstance(job.flags, frozenset)
+
+    def test_any_column_order(self) -> None:
+        columns = tuple(reversed(self.COLUMNS))
+        row = _private_row(queue_name=None, job_queue_id=None)
+        job = job_reader(columns)([row[column] for column in columns])
+        assert job == Job.from_row(row)
+
+    def test_result_is_frozen_and_hashable(self) -> None:
+        job = job_reader(self.COLUMNS)(tuple(_private_row().values()))
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            job.attempts = 2  # type: ignore[misc]
+        assert hash(job) == hash(7)
+        assert {job: 1}[Job.from_row(_private_row())] == 1
+
+    def test_columns_must_name_every_field_once(self) -> None:
+        with pytest.raises(ValueError, match="must name each field of Job once"):
+            job_reader(self.COLUMNS[:-1])
+        with pytest.raises(ValueError, match="must name each field of Job once"):
+            job_reader((*self.COLUMNS[:-1], "id"))
+
+    def test_a_row_of_the_wrong_length_is_refused(self) -> None:
+        read = job_reader(self.COLUMNS)
+        with pytest.raises(ValueError, match="shorter"):
+            read(tuple(_private_row().values())[:-1])
+        with pytest.raises(ValueError, match="longer"):
+            read((*_private_row().values(), "extra"))

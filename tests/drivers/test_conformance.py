@@ -15,6 +15,7 @@ import anyio
 import pytest
 
 from graphile_worker.drivers import AsyncExecutor, DatabaseDriver, Notification, create_driver
+from graphile_worker.drivers.base import fetch_values
 from graphile_worker.errors import (
     ConfigurationError,
     ConnectionLostError,
@@ -99,6 +100,27 @@ class TestStatements:
             {"n": 3, "label": "row 3"},
         ]
         assert list(rows[0]) == ["n", "label"]
+
+    async def test_fetch_values_gives_positional_rows_in_column_order(
+        self, driver: DatabaseDriver
+    ) -> None:
+        """The worker's claim reads rows by position; a transaction executor (which may lack
+        the drivers' own fast path) must give the same values through ``fetch``."""
+        sql = (
+            "select n, 'row ' || n as label, CAST('{\"k\": 1}' AS jsonb) as doc, "
+            "CAST(null AS text) as nothing from generate_series(1, :count) as n order by n"
+        )
+        columns = ("n", "label", "doc", "nothing")
+        expected = [(n, f"row {n}", {"k": 1}, None) for n in (1, 2, 3)]
+        rows = await fetch_values(driver, sql, {"count": 3}, columns)
+        assert [tuple(row) for row in rows] == expected
+        assert [row[1] for row in rows] == ["row 1", "row 2", "row 3"]
+        async with driver.transaction() as tx:
+            rows = await fetch_values(tx, sql, {"count": 3}, columns)
+            assert [tuple(row) for row in rows] == expected
+            single = await fetch_values(tx, "select 5 as five", {}, ("five",))
+            assert [tuple(row) for row in single] == [(5,)]
+        assert await fetch_values(driver, sql, {"count": 0}, columns) == []
 
     async def test_fetchrow_and_fetchval_without_rows(self, driver: DatabaseDriver) -> None:
         assert await driver.fetchrow("select 1 as one where false") is None
@@ -418,6 +440,9 @@ class TestErrors:
             with pytest.raises(QueryError) as caught:
                 await call("select * from no_such_table", None)
             assert caught.value.sqlstate == "42P01"
+        with pytest.raises(QueryError) as caught:
+            await fetch_values(driver, "select * from no_such_table", {}, ("a", "b"))
+        assert caught.value.sqlstate == "42P01"
         with pytest.raises(QueryError):
             await driver.execute_script("select 1; selec 2")
 

@@ -13,8 +13,9 @@ from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from psycopg.rows import dict_row
 
-from graphile_worker.spec import JobSpec
+from graphile_worker.spec import Job, JobSpec
 from graphile_worker.sql.worker import FailureSpec
 from graphile_worker.worker._fetch import JobSource
 
@@ -70,6 +71,39 @@ async def test_a_batch_claim_takes_one_job_per_serial_queue(
     assert queues == [("q1", "w1"), ("q2", "w1")]
     # Another worker finds the queues locked and the loose jobs taken.
     assert await source(driver, "w2").claim(10) == []
+
+
+async def test_a_claimed_job_holds_every_column_as_stored(
+    driver: DatabaseDriver, utils: WorkerUtils, sync_connection: psycopg.Connection[Any]
+) -> None:
+    """The claim decodes its rows by position: each field must land where it belongs."""
+    spec = JobSpec(
+        queue_name="q1", priority=-3, max_attempts=7, job_key="k1", flags={"slow", "big"}
+    )
+    await utils.add_job("a", {"deep": [1, {"x": None}]}, spec)
+    plain = await utils.add_job("b", [1, 2])
+
+    claimed = await source(driver).claim(10)
+
+    assert len(claimed) == 2
+    stored = sync_connection.cursor(row_factory=dict_row).execute(
+        """select jobs.*, tasks.identifier as task_identifier, queues.queue_name
+        from graphile_worker._private_jobs as jobs
+        join graphile_worker._private_tasks as tasks on tasks.id = jobs.task_id
+        left join graphile_worker._private_job_queues as queues on queues.id = jobs.job_queue_id
+        order by jobs.priority"""
+    )
+    assert claimed == [Job.from_row(row) for row in stored.fetchall()]
+    keyed, loose = claimed
+    assert keyed.flags == frozenset({"slow", "big"})
+    assert (keyed.queue_name, keyed.key, keyed.max_attempts) == ("q1", "k1", 7)
+    assert keyed.payload == {"deep": [1, {"x": None}]}
+    assert (loose.id, loose.payload, loose.flags, loose.queue_name) == (
+        plain.id,
+        [1, 2],
+        frozenset(),
+        None,
+    )
 
 
 async def test_limit_is_honoured_in_priority_order(

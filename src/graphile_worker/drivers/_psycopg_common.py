@@ -129,6 +129,15 @@ def fetch_sync(connection: Connection[Any], sql: str, params: Params | None) -> 
     return cast("list[Row]", cursor.fetchall())
 
 
+def fetch_tuples_sync(
+    connection: Connection[Any], sql: str, params: Params | None
+) -> list[tuple[Any, ...]]:
+    """Run one statement; return every row as a tuple (the claim's fast path)."""
+    cursor = connection.cursor(row_factory=tuple_row)
+    cursor.execute(to_pyformat(sql), params or EMPTY_PARAMS)
+    return cursor.fetchall()
+
+
 def fetchrow_sync(connection: Connection[Any], sql: str, params: Params | None) -> Row | None:
     """Run one statement; return its first row as a dict, or ``None``."""
     cursor = connection.cursor(row_factory=dict_row)

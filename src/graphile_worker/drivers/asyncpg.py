@@ -219,6 +219,15 @@ class _AsyncpgExecutor:
             raise translate_asyncpg_error(error) from error
         return [dict(record.items()) for record in records]
 
+    async def _fetch_values(self, sql: str, params: Params | None = None) -> list[Any]:
+        """Every row as asyncpg's own record, whose values index by position (see
+        :func:`~graphile_worker.drivers.base.fetch_values`)."""
+        query, args = _bind(sql, params)
+        try:
+            return await self._target.fetch(query, *args)  # type: ignore[no-any-return]
+        except _TRANSLATABLE as error:
+            raise translate_asyncpg_error(error) from error
+
     async def fetchrow(self, sql: str, params: Params | None = None) -> Row | None:
         """Run one statement and return its first row as a dict, or ``None``."""
         query, args = _bind(sql, params)

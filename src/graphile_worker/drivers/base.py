@@ -19,9 +19,10 @@ once as generators of :class:`Statement` and driven by :func:`run_sync` or :func
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, runtime_checkable
 
 if TYPE_CHECKING:
@@ -40,6 +41,7 @@ __all__ = [
     "SyncExecutor",
     "drive_async",
     "drive_sync",
+    "fetch_values",
     "perform_async",
     "perform_sync",
     "run_async",
@@ -218,6 +220,30 @@ def perform_sync(statement: Statement, executor: SyncExecutor) -> Any:
         return None
     method = getattr(executor, statement.kind)
     return method(statement.sql, statement.params)
+
+
+async def fetch_values(
+    executor: AsyncExecutor, sql: str, params: Params, columns: Sequence[str]
+) -> Sequence[Sequence[Any]]:
+    """Run one statement and return each row as its values in ``columns`` order.
+
+    ``columns`` must be the statement's own result columns, in order. The worker claims
+    hundreds of jobs per statement and reads every column of every row once; a dict per
+    row (the :meth:`~AsyncExecutor.fetch` contract) costs as much as the job object built
+    from it. So the bundled drivers offer ``_fetch_values``, which hands back their client's
+    own rows (asyncpg records, psycopg tuples), indexable by position; any other executor
+    goes through :meth:`~AsyncExecutor.fetch` and the values are picked out by name.
+    """
+    native: Callable[[str, Params], Awaitable[Sequence[Sequence[Any]]]] | None = getattr(
+        executor, "_fetch_values", None
+    )
+    if native is not None:
+        return await native(sql, params)
+    rows = await executor.fetch(sql, params)
+    if len(columns) == 1:
+        return [(row[columns[0]],) for row in rows]
+    pick = itemgetter(*columns)
+    return [pick(row) for row in rows]
 
 
 async def perform_async(statement: Statement, executor: AsyncExecutor) -> Any:

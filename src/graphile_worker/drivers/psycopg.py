@@ -76,6 +76,14 @@ async def _fetch(connection: AsyncConnection[Any], sql: str, params: Params | No
     return cast("list[Row]", await cursor.fetchall())
 
 
+async def _fetch_tuples(
+    connection: AsyncConnection[Any], sql: str, params: Params | None
+) -> list[tuple[Any, ...]]:
+    cursor = connection.cursor(row_factory=tuple_row)
+    await cursor.execute(to_pyformat(sql), params or EMPTY_PARAMS)
+    return await cursor.fetchall()
+
+
 async def _fetchrow(
     connection: AsyncConnection[Any], sql: str, params: Params | None
 ) -> Row | None:
@@ -268,6 +276,10 @@ class PsycopgDriver:
     async def fetch(self, sql: str, params: Params | None = None) -> list[Row]:
         """Run one statement in autocommit mode and return every row as a dict."""
         return await self._call(_fetch, sql, params)
+
+    async def _fetch_values(self, sql: str, params: Params | None = None) -> list[tuple[Any, ...]]:
+        """Every row as a tuple (see :func:`~graphile_worker.drivers.base.fetch_values`)."""
+        return await self._call(_fetch_tuples, sql, params)
 
     async def fetchrow(self, sql: str, params: Params | None = None) -> Row | None:
         """Run one statement in autocommit mode and return its first row, or ``None``."""

@@ -36,6 +36,7 @@ from ._psycopg_common import (
     execute_script_sync,
     execute_sync,
     fetch_sync,
+    fetch_tuples_sync,
     fetchrow_sync,
     fetchval_sync,
     to_notification,
@@ -460,6 +461,10 @@ class PsycopgThreadedDriver:
     async def fetch(self, sql: str, params: Params | None = None) -> list[Row]:
         """Run one statement in autocommit mode and return every row as a dict."""
         return await self._call(fetch_sync, sql, params)
+
+    async def _fetch_values(self, sql: str, params: Params | None = None) -> list[tuple[Any, ...]]:
+        """Every row as a tuple (see :func:`~graphile_worker.drivers.base.fetch_values`)."""
+        return await self._call(fetch_tuples_sync, sql, params)
 
     async def fetchrow(self, sql: str, params: Params | None = None) -> Row | None:
         """Run one statement in autocommit mode and return its first row, or ``None``."""

@@ -31,10 +31,11 @@ from functools import lru_cache
 from typing import Any
 
 from ..drivers.base import Row, Statement
-from ..spec import JSON, Job
+from ..spec import JSON, Job, job_reader
 from . import render
 
 __all__ = [
+    "CLAIM_COLUMNS",
     "FailureSpec",
     "Released",
     "bind_complete_jobs",
@@ -43,16 +44,36 @@ __all__ = [
     "bind_next_due",
     "bind_release_jobs",
     "bind_reset_locked",
+    "decode_claimed",
     "decode_jobs",
     "decode_released",
     "get_jobs_sql",
     "next_due_sql",
 ]
 
-_JOB_COLUMNS = """
-  jobs.id, jobs.job_queue_id, jobs.task_id, jobs.payload, jobs.priority, jobs.run_at,
-  jobs.attempts, jobs.max_attempts, jobs.last_error, jobs.created_at, jobs.updated_at,
-  jobs.key, jobs.locked_at, jobs.locked_by, jobs.revision, jobs.flags, jobs.is_available"""
+_TABLE_COLUMNS = (
+    "id",
+    "job_queue_id",
+    "task_id",
+    "payload",
+    "priority",
+    "run_at",
+    "attempts",
+    "max_attempts",
+    "last_error",
+    "created_at",
+    "updated_at",
+    "key",
+    "locked_at",
+    "locked_by",
+    "revision",
+    "flags",
+    "is_available",
+)
+_JOB_COLUMNS = ", ".join(f"jobs.{column}" for column in _TABLE_COLUMNS)
+
+CLAIM_COLUMNS: tuple[str, ...] = (*_TABLE_COLUMNS, "task_identifier", "queue_name")
+"""The columns of a claim's rows, in order: what :func:`decode_claimed` expects."""
 
 # Task identifiers are resolved to ids inside each statement rather than cached: a cached id
 # goes stale when the cleanup task GC_TASK_IDENTIFIERS deletes the row while no job uses it,
@@ -369,6 +390,16 @@ def decode_jobs(rows: Iterable[Row]) -> list[Job]:
     """Claimed rows as :class:`~graphile_worker.spec.Job` values, in claim order (the claim
     statement sorts them, in C, rather than us in Python for every batch)."""
     return [Job.from_row(row) for row in rows]
+
+
+_read_claimed = job_reader(CLAIM_COLUMNS)
+
+
+def decode_claimed(rows: Iterable[Sequence[Any]]) -> list[Job]:
+    """Like :func:`decode_jobs`, for rows of bare values in :data:`CLAIM_COLUMNS` order
+    (what :func:`~graphile_worker.drivers.base.fetch_values` returns); the worker's path,
+    since it skips a dict per row and the dataclass ``__init__`` per job."""
+    return [_read_claimed(row) for row in rows]
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from ..drivers.base import perform_async
+from ..drivers.base import fetch_values, perform_async
 from ..errors import ConnectionLostError, DatabaseError
 from ..sql import worker as worker_sql
 
@@ -106,8 +106,10 @@ class JobSource:
             now=self._now(),
         )
         with anyio.CancelScope(shield=True):
-            rows = await perform_async(statement, self._driver)
-        return worker_sql.decode_jobs(rows)
+            rows = await fetch_values(
+                self._driver, statement.sql, statement.params, worker_sql.CLAIM_COLUMNS
+            )
+        return worker_sql.decode_claimed(rows)
 
     async def seconds_until_next(self) -> float | None:
         """Seconds until the earliest future job this worker could claim, if any."""
