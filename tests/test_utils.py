@@ -402,6 +402,9 @@ class TestAddJobs:
                 "appears more than once",
             ),
             ([("good", {}), ("bad", {"x": float("nan")})], False, "job 1"),
+            # The first bad job is named, whatever is wrong with later ones.
+            ([("bad", {"x": float("nan")}), ("", {})], False, "job 0: payload"),
+            ([SendEmail(to="x"), ("t", {"x": {1, 2}}), 7], False, "job 1: payload"),
             ([("good", {}), ("", {})], False, "job 1: task identifier must not be empty"),
             ([("good", {}), ("bad", {}, "not a spec")], False, "spec must be a JobSpec"),
             ([("good", {}), {"no": "identifier"}], False, "cannot add"),
@@ -419,6 +422,47 @@ class TestAddJobs:
             await utils.add_jobs(entries, job_key_preserve_run_at=preserve)
         assert scalar(db, "select count(*) from graphile_worker._private_jobs") == 0
         assert scalar(db, "select count(*) from graphile_worker._private_tasks") == 0
+
+    async def test_mixed_batch_keeps_order_and_fields(
+        self, utils: WorkerUtils, db: psycopg.Connection[Any]
+    ) -> None:
+        shared = {"same": [1, 2]}
+        jobs = await utils.add_jobs(
+            [
+                ("a", None),
+                SendEmail(to="1"),
+                ("a", shared, JobSpec(priority=3)),
+                (ResizeImage(url="u", width=2), None),
+                ("b", shared),
+                (SendEmail(to="2"), JobSpec(queue_name="mail", flags=["x"])),
+                ("a", {"é": "ü"}, None),
+            ]
+        )
+        expected = [
+            ("a", {}, 0, None, frozenset()),
+            ("send_email", {"to": "1"}, 0, None, frozenset()),
+            ("a", shared, 3, None, frozenset()),
+            ("resize_image", {"url": "u", "width": 2}, 0, None, frozenset()),
+            ("b", shared, 0, None, frozenset()),
+            ("send_email", {"to": "2"}, 0, "mail", frozenset({"x"})),
+            ("a", {"é": "ü"}, 0, None, frozenset()),
+        ]
+        assert [
+            (job.task_identifier, job.payload, job.priority, job.queue_name, job.flags)
+            for job in jobs
+        ] == expected
+        stored = jobs_view(db)
+        assert [row["id"] for row in stored] == [job.id for job in jobs]
+        assert [
+            (
+                row["task_identifier"],
+                row["payload"],
+                row["priority"],
+                row["queue_name"],
+                frozenset(row["flags"] or ()),
+            )
+            for row in stored
+        ] == expected
 
     async def test_a_lone_entry_is_not_a_batch(self, utils: WorkerUtils) -> None:
         with pytest.raises(InvalidJobSpecError, match="list of jobs"):

@@ -38,6 +38,7 @@ from .spec import (
     TypedPayload,
     identifier_of,
     prepare_job,
+    validate_task_identifier,
 )
 from .sql import DEFAULT_SCHEMA, maintenance, quote_identifier
 from .sql import jobs as jobs_sql
@@ -128,6 +129,68 @@ def _prepare_many(entries: Iterable[JobInput]) -> list[PreparedJob]:
         except InvalidJobSpecError as error:  # noqa: PERF203 - only on the way out
             raise InvalidJobSpecError(f"add_jobs() job {position}: {error}") from error
     return prepared
+
+
+class _Unusual(Exception):
+    """An entry the fast path of :func:`_prepare_batch` leaves to :func:`_prepare_many`."""
+
+
+def _prepare_batch(entries: Iterable[JobInput]) -> jobs_sql.JobBatch:
+    """Check and encode a whole ``add_jobs`` batch: :func:`_prepare_many`, only faster.
+
+    The common entries (``(identifier, payload)``, ``(identifier, payload, spec)``, typed
+    payloads with or without a spec) are sorted into columns, each distinct identifier is
+    checked once, and the payloads are encoded together. Anything else, and any batch
+    that fails, goes through :func:`_prepare_many` from the start, so errors (and which
+    job they name first) are exactly those of preparing job by job.
+    """
+    if type(entries) is not list:
+        lone_entry = isinstance(entries, tuple) and bool(entries) and isinstance(entries[0], str)
+        if isinstance(entries, (str, bytes)) or lone_entry or _is_typed(entries):
+            return jobs_sql.JobBatch.of(_prepare_many(entries))
+        entries = list(entries)
+    identifiers: list[str] = []
+    payloads: list[object] = []
+    specs: list[JobSpec | None] = []
+    checked: set[str] = set()
+    typed: dict[type, str] = {}
+    try:
+        for entry in entries:
+            spec: object = None
+            if type(entry) is tuple:
+                if len(entry) == 2:
+                    identifier, payload = entry
+                    if not isinstance(identifier, str):
+                        payload, spec = identifier, payload  # (typed_payload, spec)
+                        identifier = typed.get(type(payload)) or _typed_identifier(payload, typed)
+                elif len(entry) == 3 and isinstance(entry[0], str):
+                    identifier, payload, spec = entry
+                else:
+                    raise _Unusual
+                if identifier not in checked:
+                    validate_task_identifier(identifier)
+                    checked.add(identifier)
+            elif isinstance(entry, str):
+                raise _Unusual
+            else:
+                payload = entry
+                identifier = typed.get(type(entry)) or _typed_identifier(entry, typed)
+            if spec is not None and not isinstance(spec, JobSpec):
+                raise _Unusual
+            identifiers.append(identifier)
+            payloads.append(payload)
+            specs.append(spec)
+        return jobs_sql.encode_batch(identifiers, payloads, specs)
+    except (_Unusual, InvalidJobSpecError):
+        return jobs_sql.JobBatch.of(_prepare_many(entries))
+
+
+def _typed_identifier(payload: object, known: dict[type, str]) -> str:
+    identifier = identifier_of(payload)
+    if identifier is None:
+        raise _Unusual
+    known[type(payload)] = identifier
+    return identifier
 
 
 def _is_typed(value: object) -> bool:
@@ -255,7 +318,7 @@ class _UtilsBase:
     def _add_jobs(
         self, entries: Iterable[JobInput], job_key_preserve_run_at: bool
     ) -> Operation[list[Job]]:
-        return jobs_sql.add_jobs(self._schema, _prepare_many(entries), job_key_preserve_run_at)
+        return jobs_sql.add_jobs(self._schema, _prepare_batch(entries), job_key_preserve_run_at)
 
     def _remove_job(self, job_key: str) -> Operation[Job | None]:
         return jobs_sql.remove_job(self._schema, job_key)
