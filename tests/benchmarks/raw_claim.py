@@ -46,7 +46,7 @@ candidates as (
         for update skip locked
       )
     )
-  order by jobs.priority, jobs.run_at, jobs.id
+  order by jobs.priority, jobs.run_at
   limit $2
   for update skip locked
 ),

@@ -148,6 +148,31 @@ async def test_failure_after_a_force_unlock_leaves_the_job_to_its_new_holder(
     assert (row["locked_by"], row["last_error"]) == ("other", None)
 
 
+async def test_payloads_reach_the_handler_exactly_as_added(
+    driver: DatabaseDriver, utils: WorkerUtils
+) -> None:
+    # Values a fast JSON decoder alone would change (integers beyond 64 bits), and long
+    # digit runs inside strings, which take the exact decoder's path.
+    seen: list[object] = []
+
+    @task("exact")
+    async def exact(payload: object) -> None:
+        seen.append(payload)
+
+    payloads: list[object] = [
+        {"id": 123456789012345678901234567890, "neg": -9223372036854775809},
+        {"text": "caf\u00e9 \U0001f600", "digits": "12345678901234567890", "x": [0.1, -0.0]},
+        [1, 2.5, None, True, {"nested": {"deep": [18446744073709551616]}}],
+    ]
+    for payload in payloads:
+        await utils.add_job("exact", payload)
+    await utils.add_jobs([("exact", {"huge": 1e308}), ("exact", "plain")])
+
+    await Worker(options(driver, [exact])).run_once()
+    expected = [*payloads, {"huge": 1e308}, "plain"]
+    assert sorted(map(repr, seen)) == sorted(map(repr, expected))
+
+
 async def test_priority_then_run_at_then_id(driver: DatabaseDriver, utils: WorkerUtils) -> None:
     order: list[str] = []
 

@@ -17,7 +17,6 @@ session state behind. An open transaction is still rolled back by asyncpg itself
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections import deque
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -28,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import asyncpg
 
+from .._json import loads as json_loads
 from ..errors import (
     ConfigurationError,
     ConnectionLostError,
@@ -157,7 +157,7 @@ async def _prepare_connection(connection: asyncpg.Connection) -> None:
         await connection.set_type_codec(
             type_name,
             encoder=_encode_json,
-            decoder=json.loads,
+            decoder=json_loads,
             schema="pg_catalog",
             format="text",
         )

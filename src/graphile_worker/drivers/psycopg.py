@@ -40,6 +40,7 @@ from ._psycopg_common import (
     rowcount,
     to_notification,
     translate_psycopg_error,
+    use_fast_json,
 )
 from ._url import normalize_url, resolve_url
 from .base import AsyncExecutor, Notification, Params, Row
@@ -110,8 +111,10 @@ _cancel_handles: WeakKeyDictionary[AsyncConnection[Any], PGcancel] = WeakKeyDict
 
 
 async def _remember_cancel_handle(connection: AsyncConnection[Any]) -> None:
-    """Pool ``configure`` hook: keep what is needed to cancel this backend's queries later."""
+    """Pool ``configure`` hook: keep what is needed to cancel this backend's queries later
+    (and decode JSON with the library's decoder)."""
     _cancel_handles[connection] = connection.pgconn.get_cancel()
+    use_fast_json(connection)
 
 
 async def _stop_orphaned_query(connection: AsyncConnection[Any]) -> None:

@@ -41,6 +41,7 @@ from ._psycopg_common import (
     fetchval_sync,
     to_notification,
     translate_psycopg_error,
+    use_fast_json,
 )
 from ._url import normalize_url, resolve_url
 from .base import AsyncExecutor, Notification, Params, Row
@@ -404,6 +405,7 @@ class PsycopgThreadedDriver:
             kwargs=connection_kwargs(
                 prepared_statements=prepared_statements, prepare_threshold=prepare_threshold
             ),
+            configure=use_fast_json,
             open=False,
             name="graphile_worker",
         )

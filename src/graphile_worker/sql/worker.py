@@ -90,6 +90,13 @@ _FLAGS_CLAUSE = "and (jobs.flags ?| CAST(:forbidden_flags AS text[])) is not tru
 
 # Node's queue strategy 2: lock the available queues up front (skipping those another
 # claim is locking right now), then take jobs outside any queue or inside those.
+#
+# The candidates are ordered by (priority, run_at) alone, the key of jobs_main_index, as in
+# Node: the index then yields them in order and LIMIT stops the scan after `limit` rows.
+# Adding id (to break ties) made PostgreSQL sort every runnable job on each claim, since
+# the row locks sit between the sort and the limit: with 50,000 jobs waiting, a claim of
+# 500 took 25 ms instead of 5 ms. Ties go in index order, which is insertion order for
+# jobs that were never handed back; the rows a claim returns are sorted by id as well.
 _CLAIM = """
 with {tasks},
 candidates as (
@@ -108,7 +115,7 @@ candidates as (
       )
     )
     {flags}
-  order by jobs.priority, jobs.run_at, jobs.id
+  order by jobs.priority, jobs.run_at
   limit CAST(:limit AS integer)
   for update skip locked
 ),
