@@ -7,6 +7,7 @@ back" is unlocked with its claim's attempt refunded and its ``run_at`` untouched
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -100,6 +101,50 @@ async def test_memory_is_topped_up_before_it_runs_dry_and_never_holds_more_than_
             held.release.set()
     assert held.runs == dict.fromkeys(range(30), 1)
     assert job_rows(sync_connection) == []
+
+
+async def test_the_top_up_is_sent_while_jobs_that_never_wait_run_from_memory(
+    driver: DatabaseDriver, utils: WorkerUtils, sync_connection: psycopg.Connection[Any]
+) -> None:
+    # Jobs 0-9 fill memory (size 10, one slot); at half, the top-up (jobs 10-14) must be
+    # on its way while the slot goes on with jobs that never hand control back to the
+    # loop. Job 8 looks, over another connection, without giving the loop a turn: the
+    # top-up's claim runs on the server meanwhile. Sent only once memory ran dry, it would
+    # find none of them claimed.
+    claimed_while_job_8_ran: list[int] = []
+
+    def claimed_top_up() -> int:
+        with sync_connection.cursor() as cursor:
+            cursor.execute(
+                "select count(*) from graphile_worker._private_jobs"
+                " where (payload->>'n')::int between 10 and 14 and attempts = 1"
+            )
+            row = cursor.fetchone()
+        assert row is not None
+        return int(row[0])
+
+    @task("quick")
+    async def quick(payload: dict[str, int]) -> None:
+        if payload["n"] == 8:
+            deadline = time.monotonic() + 5
+            while (seen := claimed_top_up()) < 5 and time.monotonic() < deadline:
+                time.sleep(0.005)  # noqa: ASYNC251 - blocks the loop on purpose
+            claimed_while_job_8_ran.append(seen)
+
+    await utils.add_jobs([("quick", {"n": n}) for n in range(30)])
+    worker = Worker(
+        options(
+            driver,
+            [quick],
+            concurrency=1,
+            local_queue=LocalQueueOptions(size=10),
+            complete_job_batch_delay=0,
+        )
+    )
+    with anyio.fail_after(20):
+        summary = await worker.run_once()
+    assert summary == RunOnceSummary(completed=30)
+    assert claimed_while_job_8_ran == [5]
 
 
 async def test_run_once_reports_every_job_from_the_local_queue(

@@ -31,8 +31,13 @@ __all__ = ["Attempt", "attempt_job", "log_outcome"]
 
 ContextFactory = Callable[["Job", object], "WorkerContext"]
 
+_SUCCEEDED = Succeeded()
+"""Shared by every successful attempt (it has no fields); interceptors may return their own."""
 
-@dataclasses.dataclass(frozen=True, slots=True)
+
+# Not frozen: one is built for every job, and a frozen dataclass's __init__ pays for an
+# object.__setattr__ call per field. Nothing changes an Attempt after it is made.
+@dataclasses.dataclass(slots=True)
 class Attempt:
     """How one attempt ended.
 
@@ -120,11 +125,11 @@ async def _run(
     if hooks:
         decision = await hooks.before_job_run(job, ctx)  # raises HookError for FailRun
         if isinstance(decision, SkipRun):
-            return Succeeded(), None
+            return _SUCCEEDED, None
         await hooks.notify(JobStart(worker_id, job))
     result = await task.execute(payload, ctx, limiter=limiter)
     if result is None:
-        return Succeeded(), None
+        return _SUCCEEDED, None
     # Some items of a batch failed: fail the job with Node's message, keeping those items.
     return Failed(result.as_error()), list(result.failed_items)
 

@@ -84,6 +84,7 @@ class LocalQueue:
         self.mode = LocalQueueMode.POLLING
         self._low_water = options.size // 2
         self._last_fetch_full = False
+        self._refilling = False
         # The refetch delay: when it ends, how many announced jobs end it early, and how
         # many have been announced since the fetch that started it began.
         self._delay_until: float | None = None
@@ -126,10 +127,12 @@ class LocalQueue:
 
     @property
     def wants_refill(self) -> bool:
-        """Whether memory is low while the database probably has more (see the module)."""
+        """Whether memory is low while the database probably has more (see the module),
+        and no top-up is in flight already."""
         return (
             0 < len(self._jobs) <= self._low_water
             and self._last_fetch_full
+            and not self._refilling
             and self.mode is LocalQueueMode.WAITING
         )
 
@@ -175,8 +178,12 @@ class LocalQueue:
 
     async def refill(self) -> None:
         """Top memory up to ``size`` jobs (when :attr:`wants_refill`)."""
-        flags = await self._source.forbidden_flags() if self._source.flags_can_change else None
-        await self._fetch(flags, self._options.size - len(self._jobs))
+        self._refilling = True
+        try:
+            flags = await self._source.forbidden_flags() if self._source.flags_can_change else None
+            await self._fetch(flags, self._options.size - len(self._jobs))
+        finally:
+            self._refilling = False
 
     def _hand_out(self, limit: int) -> list[Job]:
         jobs = self._jobs

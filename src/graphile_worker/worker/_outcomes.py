@@ -34,7 +34,8 @@ if TYPE_CHECKING:
 __all__ = ["OutcomeRecorder"]
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+# Not frozen, for the same reason as Attempt: one per finished job.
+@dataclasses.dataclass(slots=True)
 class _Success:
     job: Job
     duration: float

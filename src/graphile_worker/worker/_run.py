@@ -61,6 +61,12 @@ TIMER_SLACK = 0.002
 before it (the database rounds to microseconds, our clock does not)."""
 
 
+REFILL_TURNS = 4
+"""Loop turns the slots give the claim loop when the local queue wants a top-up: one to
+wake it, the others for the checkpoints a statement passes before it is sent (anyio's
+thread hand-off takes two or three)."""
+
+
 def _threadsafe_scheduler(token: EventLoopToken) -> Callable[..., object]:
     """The loop's own "call this soon" entry point for other threads; it never blocks.
 
@@ -320,7 +326,10 @@ class WorkerRun:
         if job is not None:
             self._running[job.id] = job
             if local_queue.wants_refill:
+                # The claim loop must get turns to send the top-up while the slots work
+                # through the other half of memory (a threaded driver needs a few).
                 self._wake.set()
+                self._slots.yield_soon(turns=REFILL_TURNS)
         return job
 
     async def _refill(self, local_queue: LocalQueue) -> None:
