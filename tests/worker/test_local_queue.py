@@ -220,6 +220,50 @@ async def test_jobs_that_wait_longer_than_the_ttl_are_handed_back_then_run_once(
     assert job_rows(sync_connection) == []
 
 
+async def test_a_slot_freed_during_a_ttl_hand_back_does_not_take_the_jobs_being_handed_back(
+    driver: DatabaseDriver,
+    utils: WorkerUtils,
+    database_url: str,
+    sync_connection: psycopg.Connection[Any],
+) -> None:
+    import psycopg
+
+    held = Held()
+    await utils.add_job("hold", {})
+    waiting = [await utils.add_job("count", {"n": n}) for n in range(3)]
+    worker = Worker(options(driver, held.tasks, local_queue=LocalQueueOptions(size=10, ttl=0.3)))
+    with psycopg.Connection.connect(database_url) as blocker:
+        with anyio.fail_after(15):
+            async with anyio.create_task_group() as group:
+                group.start_soon(worker.run_once)
+                await held.started.wait()
+                # Lock the waiting rows in a transaction of our own: the hand-back of the
+                # expired jobs waits for it, and the slot frees up meanwhile.
+                blocker.execute(
+                    "select id from graphile_worker._private_jobs where id = any(%s) for update",
+                    [[job.id for job in waiting]],
+                )
+                try:
+                    await eventually(lambda: _lock_waits(sync_connection) > 0)
+                    held.release.set()
+                    await anyio.sleep(0.3)  # time for the freed slot to look in memory
+                    runs_during_hand_back = dict(held.runs)
+                finally:
+                    blocker.commit()  # a shielded statement of the worker may wait for it
+    assert runs_during_hand_back == {}, "a job being handed back must not run from memory"
+    # Back in the table, they were claimed again and ran, each exactly once.
+    assert held.runs == {0: 1, 1: 1, 2: 1}
+    assert job_rows(sync_connection) == []
+
+
+def _lock_waits(connection: psycopg.Connection[Any]) -> int:
+    with connection.cursor() as cursor:
+        cursor.execute("select count(*) from pg_locks where not granted")
+        row = cursor.fetchone()
+    assert row is not None
+    return int(row[0])
+
+
 async def test_named_queues_stay_serial_with_a_local_queue_and_batched_completion(
     driver: DatabaseDriver, utils: WorkerUtils, sync_connection: psycopg.Connection[Any]
 ) -> None:

@@ -220,16 +220,31 @@ class LocalQueue:
         now = monotonic()
         if not jobs or jobs[0][0] > now:
             return
-        expired = [job for expires_at, job in jobs if expires_at <= now]
+        # Out of memory before the hand-back is awaited: meanwhile a slot that frees up
+        # must not take a job that is on its way back to the database. Jobs are kept in
+        # the order they were fetched, so the expired ones are at the front.
+        expired: list[Job] = []
+        while jobs and jobs[0][0] <= now:
+            expired.append(jobs.popleft()[1])
         if await self._hand_back(expired, "waited longer than the local queue's ttl"):
-            for _ in expired:
-                jobs.popleft()
-            if not jobs:
+            if not self._jobs and self.mode is LocalQueueMode.WAITING:
                 self.mode = LocalQueueMode.TTL_EXPIRED
-        else:
-            # Still ours and still locked: keep them, and try again after another ttl.
-            later = monotonic() + self._options.ttl
-            self._jobs = deque((max(expires_at, later), job) for expires_at, job in jobs)
+            return
+        if self.mode is LocalQueueMode.RELEASED:
+            # The worker began to stop meanwhile and handed back what memory held then.
+            self._logger.error(
+                "Job(s) %s stay locked by this worker until the stale-lock reset frees them",
+                ", ".join(str(job.id) for job in expired),
+            )
+            return
+        # Still ours and still locked: keep them (first in line again), and try again after
+        # another ttl.
+        later = monotonic() + self._options.ttl
+        self._jobs = deque(
+            [(later, job) for job in expired]
+            + [(max(expires_at, later), job) for expires_at, job in self._jobs]
+        )
+        self.mode = LocalQueueMode.WAITING
 
     async def release(self) -> None:
         """Stop for good: hand back everything in memory; call in a shielded scope."""
