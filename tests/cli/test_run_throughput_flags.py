@@ -61,6 +61,8 @@ def _left(connection: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
         ["--driver", "asyncpg"],
         ["--driver", "psycopg"],
         ["--runtime", "trio", "--driver", "psycopg-threaded"],
+        ["--runtime", "uvloop", "--driver", "asyncpg"],
+        ["--runtime", "uvloop", "--driver", "psycopg"],
     ],
 )
 def test_local_queue_and_batches_drain_the_queue(
@@ -148,3 +150,66 @@ def test_a_refetch_delay_longer_than_the_poll_interval_is_refused(
         "--local-queue-refetch-delay (3000 ms) must not be longer than --poll-interval (2000 ms)"
         in result.stderr
     )
+
+
+LOOP_PROBE_SOURCE = textwrap.dedent(
+    """
+    import asyncio
+    from pathlib import Path
+
+    from graphile_worker.task import task
+
+
+    @task("loop_probe")
+    async def loop_probe(payload):
+        loop = type(asyncio.get_running_loop())
+        Path(payload["out"]).write_text(f"{loop.__module__}.{loop.__qualname__}")
+    """
+)
+
+
+@pytest.mark.parametrize(("runtime", "expected"), [("uvloop", "uvloop."), ("asyncio", "asyncio.")])
+def test_the_uvloop_runtime_runs_jobs_on_uvloops_event_loop(
+    cli: CliCall,
+    database_url: str,
+    sync_connection: psycopg.Connection[Any],
+    tmp_path: Path,
+    runtime: str,
+    expected: str,
+) -> None:
+    pytest.importorskip("uvloop")
+    tasks = tmp_path / f"loop_probe_{uuid.uuid4().hex[:8]}.py"
+    tasks.write_text(LOOP_PROBE_SOURCE)
+    out = tmp_path / "loop.txt"
+    sync_connection.execute(
+        "select graphile_worker.add_job('loop_probe', json_build_object('out', %s::text))",
+        (str(out),),
+    )
+    result = cli("run", "--once", "--tasks", str(tasks), "-c", database_url, "--runtime", runtime)
+    assert "Ran 1 job(s): 1 completed" in result.stdout
+    assert out.read_text().startswith(expected)
+
+
+def test_the_uvloop_runtime_without_uvloop_is_refused_with_the_fix(
+    cli: CliCall, database_url: str, tasks_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+
+    def without_uvloop(name: str, *args: Any, **kwargs: Any) -> Any:
+        return None if name == "uvloop" else real_find_spec(name, *args, **kwargs)
+
+    monkeypatch.setattr(importlib.util, "find_spec", without_uvloop)
+    result = cli(
+        "run",
+        "--once",
+        "--tasks",
+        str(tasks_file),
+        "-c",
+        database_url,
+        "--runtime",
+        "uvloop",
+        expect=2,
+    )
+    assert "--runtime uvloop needs the uvloop package: pip install uvloop" in result.stderr

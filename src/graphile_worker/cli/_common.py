@@ -9,6 +9,7 @@ Anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import sys
@@ -28,6 +29,7 @@ __all__ = [
     "LOG_LEVELS",
     "CliGroup",
     "check_schema",
+    "check_uvloop",
     "configure_logging",
     "connection_option",
     "describe_server",
@@ -189,6 +191,18 @@ def describe_server(url: str | None) -> str:
     return f"PostgreSQL at {host}:{port} (database {database!r})"
 
 
+def check_uvloop() -> None:
+    """Refuse ``--runtime uvloop`` up front, with the fix, when uvloop is not installed.
+
+    anyio would quietly fall back to the default event loop.
+    """
+    if importlib.util.find_spec("uvloop") is None:
+        raise click.UsageError(
+            "--runtime uvloop needs the uvloop package: pip install uvloop "
+            '(or pip install "graphile-worker[speedups]")'
+        )
+
+
 def run_async(
     function: Callable[[], Awaitable[T]],
     *,
@@ -205,8 +219,11 @@ def run_async(
     async def call() -> T:
         return await function()
 
+    options: dict[str, object] = {}
+    if backend == "uvloop":
+        backend, options = "asyncio", {"use_uvloop": True}
     try:
-        return anyio.run(call, backend=backend)
+        return anyio.run(call, backend=backend, backend_options=options)
     except Exception as error:
         found = library_error(error)
         if isinstance(found, ConnectionLostError):

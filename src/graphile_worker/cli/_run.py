@@ -9,6 +9,7 @@ import click
 
 from ._common import (
     check_schema,
+    check_uvloop,
     configure_logging,
     connection_option,
     driver_option,
@@ -145,10 +146,11 @@ __all__ = ["run_command"]
 @driver_option
 @click.option(
     "--runtime",
-    type=click.Choice(("asyncio", "trio")),
+    type=click.Choice(("asyncio", "uvloop", "trio")),
     default="asyncio",
     show_default=True,
-    help="Async runtime to run on; trio uses the threaded psycopg driver.",
+    help="Async runtime to run on: uvloop is asyncio on uvloop's event loop (pip install "
+    "uvloop); trio uses the threaded psycopg driver.",
 )
 def run_command(
     connection: str | None,
@@ -196,6 +198,8 @@ def run_command(
     if quiet:
         _silence_job_lines()
     check_schema(schema)
+    if runtime == "uvloop":
+        check_uvloop()
     if local_queue_size is None:
         _refuse_without_local_queue(
             "local_queue_ttl", "local_queue_refetch_delay", "local_queue_refetch_threshold"
