@@ -38,10 +38,6 @@ else:
     FAST_JSON = True
 
 
-def _exact_loads(text: str | bytes) -> Any:
-    return json.loads(text)
-
-
 def _fast_loads(text: str | bytes) -> Any:
     # A plain module-level function: psycopg warns about closures as loaders (it caches a
     # loader class per function object).
@@ -56,5 +52,5 @@ def _fast_loads(text: str | bytes) -> Any:
     return json.loads(text)
 
 
-loads: Callable[[str | bytes], Any] = _fast_loads if FAST_JSON else _exact_loads
+loads: Callable[[str | bytes], Any] = _fast_loads if FAST_JSON else json.loads
 """Decode JSON text (``str`` or UTF-8 ``bytes``); the same values as :func:`json.loads`."""

@@ -14,7 +14,16 @@ from .conftest import CliCall
 
 TASKS_SOURCE = textwrap.dedent(
     """
+    import asyncio
+    from pathlib import Path
+
     from graphile_worker.task import task
+
+
+    @task("loop_probe")
+    async def loop_probe(payload):
+        loop = type(asyncio.get_running_loop())
+        Path(payload["out"]).write_text(f"{loop.__module__}.{loop.__qualname__}")
 
 
     @task("flags_ok")
@@ -152,40 +161,25 @@ def test_a_refetch_delay_longer_than_the_poll_interval_is_refused(
     )
 
 
-LOOP_PROBE_SOURCE = textwrap.dedent(
-    """
-    import asyncio
-    from pathlib import Path
-
-    from graphile_worker.task import task
-
-
-    @task("loop_probe")
-    async def loop_probe(payload):
-        loop = type(asyncio.get_running_loop())
-        Path(payload["out"]).write_text(f"{loop.__module__}.{loop.__qualname__}")
-    """
-)
-
-
 @pytest.mark.parametrize(("runtime", "expected"), [("uvloop", "uvloop."), ("asyncio", "asyncio.")])
 def test_the_uvloop_runtime_runs_jobs_on_uvloops_event_loop(
     cli: CliCall,
     database_url: str,
     sync_connection: psycopg.Connection[Any],
+    tasks_file: Path,
     tmp_path: Path,
     runtime: str,
     expected: str,
 ) -> None:
     pytest.importorskip("uvloop")
-    tasks = tmp_path / f"loop_probe_{uuid.uuid4().hex[:8]}.py"
-    tasks.write_text(LOOP_PROBE_SOURCE)
     out = tmp_path / "loop.txt"
     sync_connection.execute(
         "select graphile_worker.add_job('loop_probe', json_build_object('out', %s::text))",
         (str(out),),
     )
-    result = cli("run", "--once", "--tasks", str(tasks), "-c", database_url, "--runtime", runtime)
+    result = cli(
+        "run", "--once", "--tasks", str(tasks_file), "-c", database_url, "--runtime", runtime
+    )
     assert "Ran 1 job(s): 1 completed" in result.stdout
     assert out.read_text().startswith(expected)
 

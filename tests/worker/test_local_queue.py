@@ -114,14 +114,11 @@ async def test_the_top_up_is_sent_while_jobs_that_never_wait_run_from_memory(
     claimed_while_job_8_ran: list[int] = []
 
     def claimed_top_up() -> int:
-        with sync_connection.cursor() as cursor:
-            cursor.execute(
-                "select count(*) from graphile_worker._private_jobs"
-                " where (payload->>'n')::int between 10 and 14 and attempts = 1"
-            )
-            row = cursor.fetchone()
-        assert row is not None
-        return int(row[0])
+        (count,) = sync_connection.execute(
+            "select count(*) from graphile_worker._private_jobs"
+            " where (payload->>'n')::int between 10 and 14 and attempts = 1"
+        ).fetchone()  # type: ignore[misc]
+        return int(count)
 
     @task("quick")
     async def quick(payload: dict[str, int]) -> None:
@@ -257,11 +254,8 @@ async def test_a_slot_freed_during_a_ttl_hand_back_does_not_take_the_jobs_being_
 
 
 def _lock_waits(connection: psycopg.Connection[Any]) -> int:
-    with connection.cursor() as cursor:
-        cursor.execute("select count(*) from pg_locks where not granted")
-        row = cursor.fetchone()
-    assert row is not None
-    return int(row[0])
+    (count,) = connection.execute("select count(*) from pg_locks where not granted").fetchone()  # type: ignore[misc]
+    return int(count)
 
 
 async def test_named_queues_stay_serial_with_a_local_queue_and_batched_completion(

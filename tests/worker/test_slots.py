@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 from collections import deque
+from collections.abc import Callable
 
 import anyio
 import anyio.lowlevel
@@ -24,41 +25,58 @@ pytestmark = pytest.mark.anyio
 JOBS = 2000
 
 
-def fake_job(job_id: int) -> Job:
+def fake_job() -> Job:
     return Job.__new__(Job)
 
 
-async def test_jobs_that_never_wait_still_let_other_tasks_run() -> None:
+async def run_never_waiting_jobs(
+    slot_count: int, after_job: Callable[[Slots, int], None] = lambda slots, done: None
+) -> tuple[int, list[int]]:
+    """Run JOBS jobs that never suspend on ``slot_count`` slots, beside another task that
+    only waits for its turn, again and again (as a claim loop or a batcher does).
+
+    Returns how many jobs ran, and how many had run each time the other task got a turn.
+    ``after_job`` is called after each job with the slots and the count so far.
+    """
     memory = deque(range(JOBS))
-    ran: list[int] = []
-    seen_by_other_task: list[int] = []
+    ran = 0
+    turns_seen: list[int] = []
     all_done = anyio.Event()
 
     async def run_job(job: object) -> None:
-        ran.append(len(ran))  # never suspends
+        nonlocal ran
+        ran += 1  # never suspends
+        after_job(slots, ran)
         if not memory:
             all_done.set()
 
     def take_nowait() -> Job | None:
-        return fake_job(memory.popleft()) if memory else None
+        if not memory:
+            return None
+        memory.popleft()
+        return fake_job()
 
-    slots = Slots(count=3, run_job=run_job, take_nowait=take_nowait, idle=lambda: None)
+    slots = Slots(count=slot_count, run_job=run_job, take_nowait=take_nowait, idle=lambda: None)
 
     async def other_task() -> None:
-        # What a claim loop or a batcher does: wait for its turn, again and again.
         while not all_done.is_set():
             await anyio.lowlevel.checkpoint()
-            seen_by_other_task.append(len(ran))
+            turns_seen.append(ran)
 
     async with anyio.create_task_group() as group:
         group.start_soon(other_task)
         await anyio.lowlevel.checkpoint()  # the other task is waiting for its turn now
         slots.start(group)
-        slots.hand_out([fake_job(-1)])
+        slots.hand_out([fake_job()])
         await all_done.wait()
         slots.close()
+    return ran, turns_seen
 
-    assert len(ran) == JOBS + 1
+
+async def test_jobs_that_never_wait_still_let_other_tasks_run() -> None:
+    ran, seen_by_other_task = await run_never_waiting_jobs(slot_count=3)
+
+    assert ran == JOBS + 1
     # The other task got turns while jobs were being run, not only once memory was empty,
     # and never waited longer than each slot's streak of jobs (twice over on trio, which
     # may run the other task first in one round and last in the next).
@@ -69,36 +87,11 @@ async def test_jobs_that_never_wait_still_let_other_tasks_run() -> None:
 
 
 async def test_a_slot_yields_after_its_job_when_asked() -> None:
-    memory = deque(range(JOBS))
-    ran: list[int] = []
-    other_task_saw: list[int] = []
-    all_done = anyio.Event()
-    slots: Slots
-
-    async def run_job(job: object) -> None:
-        ran.append(len(ran))
-        if len(ran) % 10 == 0:
+    def ask_every_tenth_job(slots: Slots, done: int) -> None:
+        if done % 10 == 0:
             slots.yield_soon()  # as the runner does when the local queue runs low
-        if not memory:
-            all_done.set()
 
-    def take_nowait() -> Job | None:
-        return fake_job(memory.popleft()) if memory else None
-
-    slots = Slots(count=1, run_job=run_job, take_nowait=take_nowait, idle=lambda: None)
-
-    async def other_task() -> None:
-        while not all_done.is_set():
-            await anyio.lowlevel.checkpoint()
-            other_task_saw.append(len(ran))
-
-    async with anyio.create_task_group() as group:
-        group.start_soon(other_task)
-        await anyio.lowlevel.checkpoint()
-        slots.start(group)
-        slots.hand_out([fake_job(-1)])
-        await all_done.wait()
-        slots.close()
+    _, other_task_saw = await run_never_waiting_jobs(slot_count=1, after_job=ask_every_tenth_job)
 
     # With one slot, the other task runs right after every tenth job, far more often
     # than the every-YIELD_EVERY fallback alone would let it.

@@ -13,9 +13,10 @@ from __future__ import annotations
 import inspect
 import logging
 import random
-from collections.abc import Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, overload
+from functools import partial
+from typing import TYPE_CHECKING, TypeVar
 
 import anyio
 
@@ -36,6 +37,8 @@ RECORD_RETRY_DELAYS = (0.1, 0.5, 1.0, 2.0, 5.0)
 Losing a completion leaves the job locked until the four-hour stale-lock reset and then
 runs it again, so it is worth waiting out a short outage (a failover, a restart)."""
 
+
+R = TypeVar("R")
 
 RESET_LOCKED_FIRST = 60.0
 RESET_LOCKED_INTERVAL = (480.0, 600.0)
@@ -131,7 +134,8 @@ class JobSource:
             self._schema, worker_id=self._worker_id, job_ids=ids
         )
         # Bare values rather than a dict per row: a batch deletes hundreds of jobs.
-        rows = await self._settle(statement, "complete", ids, retry_delays, columns=("id",))
+        values = partial(fetch_values, self._driver, statement.sql, statement.params, ("id",))
+        rows = await self._settle(values, "complete", ids, retry_delays)
         return {row[0] for row in rows}
 
     async def fail(
@@ -145,7 +149,7 @@ class JobSource:
             self._schema, worker_id=self._worker_id, failures=failures
         )
         ids = [failure.job_id for failure in failures]
-        rows = await self._settle(statement, "fail", ids, retry_delays)
+        rows = await self._settle(self._rows(statement), "fail", ids, retry_delays)
         return worker_sql.decode_released(rows)
 
     async def release(self, jobs: Sequence[Job], delay: float) -> dict[int, worker_sql.Released]:
@@ -158,7 +162,7 @@ class JobSource:
         statement = worker_sql.bind_release_jobs(
             self._schema, worker_id=self._worker_id, job_ids=ids, delay=delay
         )
-        rows = await self._settle(statement, "release", ids, RECORD_RETRY_DELAYS)
+        rows = await self._settle(self._rows(statement), "release", ids, RECORD_RETRY_DELAYS)
         return worker_sql.decode_released(rows)
 
     async def reset_stale_locks(self) -> None:
@@ -181,39 +185,17 @@ class JobSource:
             await self.reset_stale_locks()
             delay = random.uniform(*RESET_LOCKED_INTERVAL)
 
-    @overload
-    async def _settle(
-        self, statement: Statement, action: str, ids: list[int], retry_delays: Sequence[float]
-    ) -> list[Row]: ...
-
-    @overload
     async def _settle(
         self,
-        statement: Statement,
+        run: Callable[[], Awaitable[R]],
         action: str,
         ids: list[int],
         retry_delays: Sequence[float],
-        *,
-        columns: Sequence[str],
-    ) -> Sequence[Sequence[Any]]: ...
-
-    async def _settle(
-        self,
-        statement: Statement,
-        action: str,
-        ids: list[int],
-        retry_delays: Sequence[float],
-        *,
-        columns: Sequence[str] | None = None,
-    ) -> list[Row] | Sequence[Sequence[Any]]:
-        """Run a statement that records outcomes, retrying while the database is away.
-
-        With ``columns``, rows come back as bare values in that order (see
-        :func:`~graphile_worker.drivers.base.fetch_values`), else as dicts.
-        """
+    ) -> R:
+        """Run a statement that records outcomes, retrying while the database is away."""
         with anyio.CancelScope(shield=True):
             for attempt, delay in enumerate((*retry_delays, None), start=1):
-                result = await self._try(statement, columns)
+                result = await _attempt(run)
                 if not isinstance(result, DatabaseError):
                     return result
                 error = result
@@ -230,16 +212,18 @@ class JobSource:
                 await anyio.sleep(delay)
         raise AssertionError("unreachable")  # the last round always returns or raises
 
-    async def _try(
-        self, statement: Statement, columns: Sequence[str] | None
-    ) -> list[Row] | Sequence[Sequence[Any]] | DatabaseError:
-        try:
-            if columns is None:
-                rows: list[Row] = await perform_async(statement, self._driver)
-                return rows
-            return await fetch_values(self._driver, statement.sql, statement.params, columns)
-        except DatabaseError as error:
-            return error
+    def _rows(self, statement: Statement) -> Callable[[], Awaitable[list[Row]]]:
+        """The statement's run, rows as dicts."""
+        return partial(perform_async, statement, self._driver)
+
+
+async def _attempt(run: Callable[[], Awaitable[R]]) -> R | DatabaseError:
+    """One attempt: its result, or the database error it raised (returned, not raised, so
+    that the retry loop never waits inside an ``except`` block)."""
+    try:
+        return await run()
+    except DatabaseError as error:
+        return error
 
 
 def _id_list(ids: Sequence[int], limit: int = 20) -> str:

@@ -232,10 +232,7 @@ class LocalQueue:
             return
         if self.mode is LocalQueueMode.RELEASED:
             # The worker began to stop meanwhile and handed back what memory held then.
-            self._logger.error(
-                "Job(s) %s stay locked by this worker until the stale-lock reset frees them",
-                ", ".join(str(job.id) for job in expired),
-            )
+            self._report_stuck(expired)
             return
         # Still ours and still locked: keep them (first in line again), and try again after
         # another ttl.
@@ -255,10 +252,14 @@ class LocalQueue:
         jobs = [job for _, job in self._jobs]
         self._jobs.clear()
         if jobs and not await self._hand_back(jobs, "the worker is stopping"):
-            self._logger.error(
-                "Job(s) %s stay locked by this worker until the stale-lock reset frees them",
-                ", ".join(str(job.id) for job in jobs),
-            )
+            self._report_stuck(jobs)
+
+    def _report_stuck(self, jobs: list[Job]) -> None:
+        """Jobs that could not be handed back for good: nothing more will try."""
+        self._logger.error(
+            "Job(s) %s stay locked by this worker until the stale-lock reset frees them",
+            ", ".join(str(job.id) for job in jobs),
+        )
 
     async def _hand_back_forbidden(self, flags: Collection[str]) -> None:
         forbidden = frozenset(flags)
