@@ -46,7 +46,7 @@ candidates as (
         for update skip locked
       )
     )
-  order by jobs.priority, jobs.run_at
+  order by jobs.priority, jobs.run_at, jobs.id
   limit $2
   for update skip locked
 ),

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from graphile_worker import LocalQueueOptions
 from graphile_worker.spec import JobSpec
 from graphile_worker.task import task
 from graphile_worker.worker import RunOnceSummary, Worker, WorkerContext
@@ -192,6 +193,41 @@ async def test_priority_then_run_at_then_id(driver: DatabaseDriver, utils: Worke
 
     await Worker(options(driver, [ordered])).run_once()
     assert order == ["p-1", "p0-past", "p0-now-a", "p0-now-b", "tie-1", "tie-2", "p5"]
+
+
+@pytest.mark.parametrize("local_queue_size", [None, 2], ids=["claim-per-slot", "local-queue"])
+async def test_a_named_queue_runs_tied_jobs_in_id_order_whatever_their_storage_order(
+    driver: DatabaseDriver,
+    utils: WorkerUtils,
+    sync_connection: psycopg.Connection[Any],
+    local_queue_size: int | None,
+) -> None:
+    # Jobs added together share priority and run_at. Rewriting the first one's row (a key
+    # set and cleared again, as an update of a job may do) moves it behind the others in
+    # storage, which is the order the claim's index scan meets tied rows in; the queue must
+    # still run them in id order.
+    order: list[int] = []
+
+    @task("in_line")
+    async def in_line(payload: dict[str, int]) -> None:
+        order.append(payload["n"])
+
+    added = await utils.add_jobs(
+        [("in_line", {"n": n}, JobSpec(queue_name="line")) for n in range(4)]
+        + [("in_line", {"n": n}) for n in range(100, 104)]
+    )
+    first = added[0].id
+    sync_connection.execute(
+        "update graphile_worker._private_jobs set key = 'moved' where id = %s", (first,)
+    )
+    sync_connection.execute(
+        "update graphile_worker._private_jobs set key = null where id = %s", (first,)
+    )
+    local_queue = None if local_queue_size is None else LocalQueueOptions(size=local_queue_size)
+    await Worker(options(driver, [in_line], concurrency=1, local_queue=local_queue)).run_once()
+
+    assert [n for n in order if n < 100] == [0, 1, 2, 3]
+    assert sorted(order) == [0, 1, 2, 3, 100, 101, 102, 103]
 
 
 async def test_jobs_for_unknown_tasks_are_left_untouched(
