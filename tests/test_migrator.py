@@ -15,11 +15,13 @@ from graphile_worker.drivers import DatabaseDriver
 from graphile_worker.drivers._psycopg_common import PsycopgSyncExecutor
 from graphile_worker.errors import ConfigurationError, InvalidSchemaNameError, QueryError
 from graphile_worker.migrations import (
+    EXTENSION_STEPS,
     LATEST_MIGRATION,
     ExtensionStep,
     migrate,
     migrate_sync,
 )
+from graphile_worker.migrations.catalog import QUEUE_ORDER_INDEX
 
 SCHEMA = "Migrator Tests"
 AUDIT_STEP = ExtensionStep(
@@ -82,8 +84,28 @@ class TestSyncMigrator:
     def test_no_extension_ledger_while_there_are_no_steps(
         self, empty_connection: psycopg.Connection[Any]
     ) -> None:
-        migrate_sync(PsycopgSyncExecutor(empty_connection), schema=SCHEMA)
+        migrate_sync(PsycopgSyncExecutor(empty_connection), schema=SCHEMA, extensions=())
         assert not _exists(empty_connection, f'"{SCHEMA}"._pyworker_migrations')
+        assert not _exists(empty_connection, f'"{SCHEMA}".{QUEUE_ORDER_INDEX}')
+
+    def test_default_steps_add_the_queue_order_index_once(
+        self, empty_connection: psycopg.Connection[Any]
+    ) -> None:
+        executor = PsycopgSyncExecutor(empty_connection)
+        report = migrate_sync(executor, schema=SCHEMA)
+        assert report.extensions_applied == tuple(step.id for step in EXTENSION_STEPS)
+        assert _exists(empty_connection, f'"{SCHEMA}".{QUEUE_ORDER_INDEX}')
+        assert migrate_sync(executor, schema=SCHEMA).extensions_applied == ()
+
+    def test_a_dropped_queue_order_index_stays_dropped(
+        self, empty_connection: psycopg.Connection[Any]
+    ) -> None:
+        # Dropping it is the documented way to opt out; the ledger remembers the step.
+        executor = PsycopgSyncExecutor(empty_connection)
+        migrate_sync(executor, schema=SCHEMA)
+        empty_connection.execute(f'drop index "{SCHEMA}".{QUEUE_ORDER_INDEX}')
+        assert migrate_sync(executor, schema=SCHEMA).extensions_applied == ()
+        assert not _exists(empty_connection, f'"{SCHEMA}".{QUEUE_ORDER_INDEX}')
 
     def test_extension_steps_apply_once_in_their_own_ledger(
         self, empty_connection: psycopg.Connection[Any]

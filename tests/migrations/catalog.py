@@ -22,13 +22,17 @@ from typing import TYPE_CHECKING, Any
 
 from psycopg.rows import dict_row
 
+from graphile_worker.migrations.catalog import QUEUE_ORDER_INDEX
+
 if TYPE_CHECKING:
     import psycopg
 
 __all__ = [
+    "EXTENSION_OBJECTS",
     "SCHEMA_MARKER",
     "Snapshot",
     "catalog_snapshot",
+    "catalog_without_extensions",
     "diff_catalogs",
     "ledger_rows",
 ]
@@ -312,6 +316,15 @@ def catalog_snapshot(
     for view in snapshot["views"].values():
         view["definition"] = _squash_whitespace(view["definition"])
     return _without(snapshot, exclude) if exclude else snapshot
+
+
+EXTENSION_OBJECTS = ("_pyworker_migrations", QUEUE_ORDER_INDEX)
+"""What our default extension steps add to a schema; Node never has these."""
+
+
+def catalog_without_extensions(snapshot: Snapshot) -> Snapshot:
+    """``snapshot`` less :data:`EXTENSION_OBJECTS`: what Node's migrations alone would leave."""
+    return _without(snapshot, EXTENSION_OBJECTS)
 
 
 def ledger_rows(connection: psycopg.Connection[Any], schema: str) -> list[tuple[int, bool]]:

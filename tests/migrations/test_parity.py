@@ -18,7 +18,14 @@ import pytest
 from graphile_worker.drivers._psycopg_common import PsycopgSyncExecutor
 from graphile_worker.migrations import LATEST_MIGRATION, MIGRATIONS, MigrationReport, migrate_sync
 
-from .catalog import Snapshot, catalog_snapshot, diff_catalogs, ledger_rows
+from .catalog import (
+    EXTENSION_OBJECTS,
+    Snapshot,
+    catalog_snapshot,
+    catalog_without_extensions,
+    diff_catalogs,
+    ledger_rows,
+)
 from .databases import connect, scratch_database
 from .node import apply_node_migrations, node_breaking_ids, node_migration_ids, run_node_migrator
 
@@ -133,6 +140,26 @@ def test_full_chain_matches_node_real_migrator(
                 f"Node runMigrations vs ours, schema {schema!r}",
             )
             assert ledger_rows(ours, schema) == ledger_rows(node, schema)
+
+
+def test_our_default_migration_differs_from_node_only_by_our_extensions(
+    pg_cluster: Any, node_binary: str, node_package: Path
+) -> None:
+    """What a worker's own migrate() leaves: Node's catalog plus our extension objects only."""
+    with (
+        scratch_database(pg_cluster, "node_ext") as node_url,
+        scratch_database(pg_cluster, "ours_ext") as ours_url,
+    ):
+        run_node_migrator(node_url, SCHEMA, package=node_package)
+        with connect(node_url) as node, connect(ours_url) as ours:
+            migrate_sync(PsycopgSyncExecutor(ours), schema=SCHEMA)
+            expected = catalog_snapshot(node, SCHEMA)
+            actual = catalog_snapshot(ours, SCHEMA)
+            assert_same_catalog(expected, catalog_without_extensions(actual), "Node vs ours")
+            added = diff_catalogs(expected, actual)
+            assert added, "our extension objects are missing"
+            assert all(": unexpected (" in line for line in added), added
+            assert all(any(name in line for name in EXTENSION_OBJECTS) for line in added), added
 
 
 @pytest.mark.parametrize("ours_up_to", [1, 10, 11, 19])

@@ -24,6 +24,7 @@ __all__ = [
     "EXTENSION_STEPS",
     "LATEST_MIGRATION",
     "MIGRATIONS",
+    "QUEUE_ORDER_INDEX",
     "ExtensionStep",
     "Migration",
 ]
@@ -77,5 +78,28 @@ MIGRATIONS: tuple[Migration, ...] = tuple(
     for number in range(1, LATEST_MIGRATION + 1)
 )
 
-EXTENSION_STEPS: tuple[ExtensionStep, ...] = ()
-"""Our own schema objects, in the order they are applied. None are needed yet."""
+QUEUE_ORDER_INDEX = "_pyworker_jobs_queue_order"
+"""Name of our index on each named queue's waiting jobs (see :data:`EXTENSION_STEPS`)."""
+
+# Why an index Node does not have. A claim walks jobs_main_index, keyed (priority, run_at),
+# so it meets jobs with equal keys in heap order; a job that was claimed and handed back
+# moves in the heap, and a named queue would then run jobs added together out of order.
+# Finding each queue's true first job needs that queue's jobs in (priority, run_at, id)
+# order. Node's indexes cannot give it: jobs_main_index only carries job_queue_id as an
+# included column, so every lookup would read the whole group of tied jobs (an add_jobs
+# batch shares one run_at), which is what made the old claim's cost grow with the backlog.
+# The index is partial: jobs outside named queues (and locked or failed ones) never enter
+# it, so they pay nothing; jobs in named queues pay one index entry, Node's workers
+# included. Dropping it is safe (the claim keeps its order, only slower); the ledger row
+# keeps it from coming back.
+_QUEUE_ORDER_STEP = ExtensionStep(
+    id="0001_jobs_queue_order_index",
+    sql=f"""
+create index if not exists {QUEUE_ORDER_INDEX}
+  on {{schema}}._private_jobs using btree (job_queue_id, priority, run_at, id)
+  where is_available = true and job_queue_id is not null;
+""",
+)
+
+EXTENSION_STEPS: tuple[ExtensionStep, ...] = (_QUEUE_ORDER_STEP,)
+"""Our own schema objects, in the order they are applied."""

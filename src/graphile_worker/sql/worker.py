@@ -7,10 +7,12 @@ statements with bigger batches. Behaviour follows Node graphile-worker 0.18.0's
 Python workers can share one queue:
 
 * a claim takes available jobs whose ``run_at`` has come, lower ``priority`` first, then
-  earlier ``run_at`` (then lower ``id``), skipping rows other workers hold
-  (``FOR UPDATE SKIP LOCKED``); a job in a named queue is claimable only while the queue is
-  unlocked, and claiming it locks the queue; at most one job per named queue is claimed at
-  once, so queues stay serial however large the batch;
+  earlier ``run_at``, skipping rows other workers hold (``FOR UPDATE SKIP LOCKED``), by
+  walking an index and stopping after the batch, so its cost does not grow with the
+  backlog; a job in a named queue is claimable only while the queue is unlocked, claiming
+  it locks the queue, at most one job per named queue is claimed at once (queues stay
+  serial however large the batch), and it is always the queue's first job by
+  ``(priority, run_at, id)``, so jobs added together run in the order they were added;
 * claiming increments ``attempts``; completing deletes the job; failing records the error,
   pushes ``run_at`` back by ``exp(least(attempts, 10))`` seconds and keeps the job (it stops
   being available once ``attempts`` reaches ``max_attempts``); every path unlocks the queue.
@@ -89,22 +91,25 @@ known_tasks as (
 _FLAGS_CLAUSE = "and (jobs.flags ?| CAST(:forbidden_flags AS text[])) is not true"
 
 # Node's queue strategy 2: lock the available queues up front (skipping those another
-# claim is locking right now), then take jobs outside any queue or inside those.
+# claim is locking right now), then walk jobs_main_index in (priority, run_at) order and stop
+# after ``limit`` rows. No sort of the runnable set: the walk's cost is the batch, whatever
+# the backlog.
 #
-# The candidates are ordered by (priority, run_at, id). Node orders by (priority, run_at)
-# alone, the key of jobs_main_index, which is cheaper with a deep backlog (no sort of every
-# runnable job), but the index then meets tied rows in storage order, and a rewritten or
-# scattered row breaks id order: a named queue would run jobs added together out of order.
-# Fixing that up per queue in this statement cost more than the sort (measured), so the
-# id stays in the order.
+# The index meets rows with equal (priority, run_at) in heap order (PostgreSQL 12+ btrees
+# break ties by heap position), which is not the order they were added once a row has been
+# rewritten (a job claimed and handed back moves). Outside named queues that is harmless;
+# inside one it would run jobs added together out of order. So for each queue the walk
+# met, the job actually taken is the queue's first by (priority, run_at, id), found by one
+# probe of our jobs_queue_order index (see migrations/catalog.py; without it the probe still
+# answers correctly, only slower).
 _CLAIM = """
 with {tasks},
 candidates as (
-  select jobs.id, jobs.job_queue_id, jobs.priority, jobs.run_at
+  select jobs.id, jobs.job_queue_id
   from {{schema}}._private_jobs as jobs
   where jobs.is_available = true
     and jobs.run_at <= {now}
-    and jobs.task_id in (select known_tasks.id from known_tasks)
+    and jobs.task_id = any(array(select known_tasks.id from known_tasks))
     and (
       jobs.job_queue_id is null
       or jobs.job_queue_id in (
@@ -115,23 +120,46 @@ candidates as (
       )
     )
     {flags}
-  order by jobs.priority, jobs.run_at, jobs.id
+  order by jobs.priority, jobs.run_at
   limit CAST(:limit AS integer)
   for update skip locked
 ),
--- Two jobs of one named queue must never run together: keep the first of each queue. The
--- others stay unlocked and wait for their queue, as in Node's batched getJobs.
+-- Two jobs of one named queue must never run together, and the one that runs is the
+-- queue's first. The other candidates stay unlocked and wait for their queue.
+queue_heads as (
+  select head.id
+  from (
+    select distinct candidates.job_queue_id
+    from candidates
+    where candidates.job_queue_id is not null
+  ) as walked
+  cross join lateral (
+    select jobs.id
+    from {{schema}}._private_jobs as jobs
+    where jobs.job_queue_id = walked.job_queue_id
+      and jobs.is_available = true
+      and jobs.run_at <= {now}
+      and jobs.task_id = any(array(select known_tasks.id from known_tasks))
+      {flags}
+    order by jobs.priority, jobs.run_at, jobs.id
+    limit 1
+  ) as head
+),
+-- A head some other statement holds (an add_job replacing it, say) is not waited for: its
+-- queue simply sits this claim out.
+locked_heads as (
+  select jobs.id, jobs.job_queue_id
+  from {{schema}}._private_jobs as jobs
+  where jobs.id in (select queue_heads.id from queue_heads)
+  for update skip locked
+),
 chosen as (
-  select distinct on (
-      candidates.job_queue_id,
-      case when candidates.job_queue_id is null then candidates.id end
-    )
-    candidates.id, candidates.job_queue_id
+  select candidates.id, candidates.job_queue_id
   from candidates
-  order by
-    candidates.job_queue_id,
-    case when candidates.job_queue_id is null then candidates.id end,
-    candidates.priority, candidates.run_at, candidates.id
+  where candidates.job_queue_id is null
+  union all
+  select locked_heads.id, locked_heads.job_queue_id
+  from locked_heads
 ),
 locked_queues as (
   update {{schema}}._private_job_queues as queues
@@ -158,14 +186,44 @@ select * from claimed order by claimed.priority, claimed.run_at, claimed.id
 # Seconds (by the database's clock, or the worker's with use_local_time) until the earliest
 # claimable job in the future. Jobs in locked queues count too: waking for one costs an
 # empty claim, while ignoring them would mean polling for them.
+#
+# jobs_main_index leads with priority, so "the smallest run_at" is not its first entry: a
+# plain min() would read every available job. Instead step through the distinct priorities
+# (one index probe each, and a queue uses few) and take the first future run_at of each.
 _NEXT_DUE = """
-with {tasks}
-select CAST(extract(epoch from min(jobs.run_at) - {now}) AS double precision) as seconds
-from {{schema}}._private_jobs as jobs
-where jobs.is_available = true
-  and jobs.run_at > {now}
-  and jobs.task_id in (select known_tasks.id from known_tasks)
-  {flags}
+with recursive {tasks},
+priorities as (
+  (
+    select jobs.priority
+    from {{schema}}._private_jobs as jobs
+    where jobs.is_available = true
+    order by jobs.priority
+    limit 1
+  )
+  union all
+  select (
+    select jobs.priority
+    from {{schema}}._private_jobs as jobs
+    where jobs.is_available = true and jobs.priority > priorities.priority
+    order by jobs.priority
+    limit 1
+  )
+  from priorities
+  where priorities.priority is not null
+)
+select CAST(extract(epoch from min(next_jobs.run_at) - {now}) AS double precision) as seconds
+from priorities
+cross join lateral (
+  select jobs.run_at
+  from {{schema}}._private_jobs as jobs
+  where jobs.is_available = true
+    and jobs.priority = priorities.priority
+    and jobs.run_at > {now}
+    and jobs.task_id = any(array(select known_tasks.id from known_tasks))
+    {flags}
+  order by jobs.run_at
+  limit 1
+) as next_jobs
 """
 
 
