@@ -214,6 +214,30 @@ async def test_seconds_until_next_sees_only_claimable_future_jobs(
     assert seconds is not None and 25 < seconds <= 30
 
 
+async def test_seconds_until_next_looks_across_every_priority(
+    driver: DatabaseDriver, utils: WorkerUtils, sync_connection: psycopg.Connection[Any]
+) -> None:
+    # The earliest future job is behind others in jobs_main_index (a higher priority
+    # number); a job of an even earlier run_at is locked, and one has used up its attempts.
+    now = datetime.now(timezone.utc)
+    await utils.add_job("a", {}, JobSpec(priority=-3, run_at=now + timedelta(hours=2)))
+    await utils.add_job("a", {}, JobSpec(priority=0, run_at=now + timedelta(hours=1)))
+    await utils.add_job("a", {}, JobSpec(priority=7, run_at=now + timedelta(seconds=40)))
+    locked = await utils.add_job("a", {}, JobSpec(priority=2, run_at=now + timedelta(seconds=5)))
+    spent = await utils.add_job(
+        "a", {}, JobSpec(priority=9, run_at=now + timedelta(seconds=10), max_attempts=1)
+    )
+    sync_connection.execute(
+        "update graphile_worker._private_jobs set locked_at = now(), locked_by = 'x' where id = %s",
+        (locked.id,),
+    )
+    sync_connection.execute(
+        "update graphile_worker._private_jobs set attempts = 1 where id = %s", (spent.id,)
+    )
+    seconds = await source(driver).seconds_until_next()
+    assert seconds is not None and 35 < seconds <= 40
+
+
 async def test_local_time_decides_what_is_due(driver: DatabaseDriver, utils: WorkerUtils) -> None:
     # A job due in ten minutes by the database's clock; now() is the database's, so only a
     # worker whose clock runs ahead would take it. Simulate that clock with a patched source.
