@@ -66,20 +66,31 @@ _LAZY_FROM_SCHEMA = frozenset({"WorkerTables", "tables_for_schema"})
 
 
 def __getattr__(name: str) -> object:
+    value: object
     if name in _LAZY_FROM_SCHEMA:
         from . import schema
 
-        value: object = getattr(schema, name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        value = getattr(schema, name)
+    elif name == "__version__":
+        # The version is written once, in pyproject.toml; the installed metadata carries it.
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            value = version("graphile-worker")
+        except PackageNotFoundError:  # imported from a source tree that was never installed
+            value = "0+unknown"
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | _LAZY_FROM_SCHEMA)
+    return sorted(set(globals()) | _LAZY_FROM_SCHEMA | {"__version__"})
 
 
-__version__ = "0.1.0.dev0"
+if TYPE_CHECKING:
+    __version__: str
 
 __all__ = [
     "DRIVER_NAMES",

