@@ -24,6 +24,8 @@ PYRIGHT = "pyright==1.1.414"
 TEST_DEPENDENCIES = [
     "pytest>=8.0",
     "hypothesis",
+    # tests/test_crontab_properties.py checks our cron matching against croniter's.
+    "croniter>=2.0",
     "trio",
     "pytest-timeout",
     # The examples test runs examples/fastapi_app.py in-process.

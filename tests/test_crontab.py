@@ -22,11 +22,11 @@ from graphile_worker import ConfigurationError, CrontabError, JobKeyMode, Task, 
 from graphile_worker.crontab import (
     CronBuilder,
     CronItem,
-    collect_cron_items,
     cron,
     load_crontab,
     parse_crontab,
 )
+from graphile_worker.crontab._collect import collect_cron_items
 
 UTC = timezone.utc
 ALL_MINUTES = frozenset(range(60))
@@ -503,8 +503,8 @@ class TestErrors:
                 23,
                 "jobKeyMode=unsafe_dedupe",
                 (
-                    "invalid jobKeyMode option: job key mode 'unsafe_dedupe' cannot be used; a cron "
-                    "item may use 'replace' or 'preserve_run_at'"
+                    "invalid jobKeyMode option: job key mode must be one of 'replace', "
+                    "'preserve_run_at', not 'unsafe_dedupe'"
                 ),
             ),
             (
@@ -824,7 +824,10 @@ class TestCronItem:
             ({"queue_name": "x" * 129}, "queue name must be at most 128 characters"),
             ({"job_key": "x" * 513}, "job key must be at most 512 characters"),
             ({"job_key": None, "job_key_mode": JobKeyMode.REPLACE}, "needs a job key"),
-            ({"job_key_mode": "unsafe_dedupe"}, "job key mode 'unsafe_dedupe' cannot be used"),
+            (
+                {"job_key_mode": "unsafe_dedupe"},
+                "job key mode must be one of 'replace', 'preserve_run_at', not 'unsafe_dedupe'",
+            ),
             ({"payload": []}, "cron payload must be a JSON object"),
             ({"payload": {"a": float("nan")}}, "payload['a'] is nan, which JSON cannot hold"),
             ({"payload": {1: 2}}, "payload has a key that is not a str: 1"),
@@ -1005,7 +1008,7 @@ class TestBuilder:
             (lambda: cron("t").job_key(""), "job key must not be empty"),
             (
                 lambda: cron("t").job_key("k", JobKeyMode.UNSAFE_DEDUPE),
-                "job key mode 'unsafe_dedupe' cannot be used",
+                "job key mode must be one of 'replace', 'preserve_run_at', not 'unsafe_dedupe'",
             ),
             (lambda: cron("t").payload([1]), "the payload must be a JSON object"),
             (

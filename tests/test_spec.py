@@ -110,7 +110,7 @@ class TestJobSpecRefuses:
             ({"job_key_mode": "replace"}, "needs a job_key"),
             ({"job_key_mode": JobKeyMode.UNSAFE_DEDUPE}, "needs a job_key"),
             ({"flags": "slow"}, "flags must be a collection of str"),
-            ({"flags": ["ok", 3]}, "every flag must be a str, not int"),
+            ({"flags": ["ok", 3]}, "flags must hold only str, not int"),
             ({"flags": 7}, "flags must be a collection of str"),
         ],
     )

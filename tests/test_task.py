@@ -32,13 +32,13 @@ from graphile_worker.errors import (
 )
 from graphile_worker.spec import JSON, payload_to_json
 from graphile_worker.task import (
-    TASK_ATTRIBUTE,
     BatchResult,
     Task,
     TaskRegistry,
     load_tasks,
     task,
 )
+from graphile_worker.task._registry import TASK_ATTRIBUTE
 
 try:
     import pydantic

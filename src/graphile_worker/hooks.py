@@ -35,7 +35,7 @@ from .errors import ConfigurationError, HookError
 from .spec import JSON, Job, JobSpec
 
 if TYPE_CHECKING:
-    from .worker import WorkerContext
+    from .context import WorkerContext
 
 __all__ = [
     "UNCHANGED",

@@ -17,6 +17,16 @@ from datetime import datetime
 from enum import Enum
 from typing import Any, ClassVar, Literal, Protocol, TypeAlias, runtime_checkable
 
+from ._validate import (
+    check_flags,
+    check_job_key,
+    check_job_key_mode,
+    check_max_attempts,
+    check_mode_has_key,
+    check_priority,
+    check_queue_name,
+    check_task_identifier,
+)
 from .errors import InvalidJobSpecError
 
 __all__ = [
@@ -37,12 +47,6 @@ __all__ = [
 JSON: TypeAlias = dict[str, "JSON"] | list["JSON"] | str | int | float | bool | None
 """A decoded JSON value, as payloads come back from the database."""
 
-SMALLINT_MIN = -32768
-SMALLINT_MAX = 32767
-MAX_JOB_KEY_LENGTH = 512
-"""Node migration 000011: ``check (length(key) > 0 and length(key) <= 512)``."""
-MAX_NAME_LENGTH = 128
-"""Node migration 000011: task identifiers and queue names are at most 128 characters."""
 DEFAULT_MAX_ATTEMPTS = 25
 
 
@@ -61,6 +65,8 @@ class JobKeyMode(str, Enum):
     """Add nothing if any job with the key exists, even a running or permanently failed one.
     The new information may then never be acted upon; use only when that is acceptable."""
 
+
+_JOB_KEY_MODES = tuple(JobKeyMode)
 
 JobKeyModeName: TypeAlias = Literal["replace", "preserve_run_at", "unsafe_dedupe"]
 """The plain-string spellings :class:`JobSpec` accepts for ``job_key_mode``."""
@@ -97,27 +103,6 @@ def _fail(message: str) -> InvalidJobSpecError:
     return InvalidJobSpecError(message)
 
 
-def _check_int(name: str, value: object, low: int, high: int) -> None:
-    # bool is an int subclass; ``max_attempts=True`` is a mistake, not 1.
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise _fail(f"{name} must be an int, not {type(value).__name__} ({value!r})")
-    if not low <= value <= high:
-        raise _fail(
-            f"{name} must be between {low} and {high} (a PostgreSQL smallint), not {value!r}"
-        )
-
-
-def _check_text(name: str, value: object, max_length: int) -> None:
-    if not isinstance(value, str):
-        raise _fail(f"{name} must be a str, not {type(value).__name__} ({value!r})")
-    if not value:
-        raise _fail(f"{name} must not be empty; use None to leave it unset")
-    if len(value) > max_length:
-        raise _fail(f"{name} must be at most {max_length} characters, not {len(value)}")
-    if "\x00" in value:
-        raise _fail(f"{name} {value!r} contains a NUL character, which PostgreSQL text refuses")
-
-
 def check_aware_datetime(name: str, value: object) -> None:
     """Refuse anything but a timezone-aware :class:`~datetime.datetime`.
 
@@ -133,21 +118,9 @@ def check_aware_datetime(name: str, value: object) -> None:
         )
 
 
-def check_priority(value: object) -> None:
-    """Priorities are ``smallint``: lower numbers run first."""
-    _check_int("priority", value, SMALLINT_MIN, SMALLINT_MAX)
-
-
-def check_max_attempts(value: object) -> None:
-    """``max_attempts`` is a positive ``smallint`` (the column checks ``max_attempts >= 1``)."""
-    _check_int("max_attempts", value, 1, SMALLINT_MAX)
-
-
 def validate_task_identifier(identifier: object) -> str:
     """Return ``identifier`` if it can name a task, else raise InvalidJobSpecError."""
-    _check_text("task identifier", identifier, MAX_NAME_LENGTH)
-    assert isinstance(identifier, str)
-    return identifier
+    return check_task_identifier(identifier, error=InvalidJobSpecError)
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -179,45 +152,23 @@ class JobSpec:
     flags: Collection[str] | None = None
 
     def __post_init__(self) -> None:
+        error = InvalidJobSpecError
         if self.queue_name is not None:
-            _check_text("queue_name", self.queue_name, MAX_NAME_LENGTH)
+            check_queue_name(self.queue_name, error=error)
         if self.run_at is not None:
             check_aware_datetime("run_at", self.run_at)
         if self.max_attempts is not None:
-            check_max_attempts(self.max_attempts)
+            check_max_attempts(self.max_attempts, error=error)
         if self.priority is not None:
-            check_priority(self.priority)
+            check_priority(self.priority, error=error)
         if self.job_key is not None:
-            _check_text("job_key", self.job_key, MAX_JOB_KEY_LENGTH)
+            check_job_key(self.job_key, error=error)
         if self.job_key_mode is not None:
-            mode = _to_job_key_mode(self.job_key_mode)
+            mode = check_job_key_mode(self.job_key_mode, _JOB_KEY_MODES, error=error)
             object.__setattr__(self, "job_key_mode", mode)
-            if self.job_key is None:
-                raise _fail(
-                    f"job_key_mode={mode.value!r} needs a job_key; set job_key or drop job_key_mode"
-                )
+            check_mode_has_key(mode, self.job_key, error=error)
         if self.flags is not None:
-            object.__setattr__(self, "flags", _to_flags(self.flags))
-
-
-def _to_job_key_mode(value: object) -> JobKeyMode:
-    try:
-        return JobKeyMode(value)
-    except ValueError:
-        allowed = ", ".join(repr(mode.value) for mode in JobKeyMode)
-        raise _fail(f"job_key_mode must be one of {allowed}, not {value!r}") from None
-
-
-def _to_flags(value: object) -> frozenset[str]:
-    # A lone string is a collection of one-letter strings: certainly not what was meant.
-    if isinstance(value, (str, bytes)) or not isinstance(value, Collection):
-        raise _fail(f"flags must be a collection of str (a list or set), not {value!r}")
-    for flag in value:
-        if not isinstance(flag, str):
-            raise _fail(f"every flag must be a str, not {type(flag).__name__} ({flag!r})")
-        if "\x00" in flag:
-            raise _fail(f"flag {flag!r} contains a NUL character")
-    return frozenset(value)
+            object.__setattr__(self, "flags", check_flags(self.flags, error=error))
 
 
 DEFAULT_SPEC = JobSpec()

@@ -39,6 +39,8 @@ async def test_context_carries_the_job_payload_worker_and_extensions(
             extensions=ctx.extensions,
             abort=ctx.abort_requested,
             utils=ctx.utils,
+            # The name handlers are annotated with is a runtime-checkable protocol.
+            is_context=isinstance(ctx, WorkerContext),
         )
 
     added = await utils.add_job("inspect", {"a": 1})
@@ -53,6 +55,7 @@ async def test_context_carries_the_job_payload_worker_and_extensions(
     assert isinstance(seen["extensions"], MappingProxyType)
     assert seen["abort"] is False
     assert isinstance(seen["utils"], WorkerUtils)
+    assert seen["is_context"] is True
 
 
 async def test_add_job_inside_a_transaction_commits_or_rolls_back_with_it(

@@ -239,7 +239,7 @@ class TestOptions:
             ({"driver": object()}, "driver"),
             ({"schema": "pg_jobs"}, "pg_"),
             ({"forbidden_flags": "red"}, "forbidden_flags"),
-            ({"forbidden_flags": [1]}, "forbidden flag"),
+            ({"forbidden_flags": [1]}, "forbidden_flags must hold only str"),
             ({"extensions": [1]}, "extensions"),
             ({"tasks": []}, "at least one task"),
             ({"tasks": "send_email"}, "tasks"),

@@ -75,7 +75,7 @@ def _parse_after(text: str | None) -> datetime:
 
 def describe_item(item: CronItem, after: datetime, count: int) -> list[str]:
     """The lines ``cron check`` prints for one entry."""
-    from .._crontab_fields import format_time_phrase
+    from ..crontab._fields import format_time_phrase
 
     where = f" (line {item.line})" if item.line is not None else ""
     details = [f"task {item.task_identifier}"]

@@ -59,8 +59,8 @@ def load_registry(targets: tuple[str, ...]) -> TaskRegistry:
         TaskDefinitionError: a module cannot be loaded, defines no task, or two modules
             define the same identifier; or nothing was named and there is no default.
     """
-    from .._task_import import is_path_target
     from ..task import TaskRegistry, load_tasks
+    from ..task._import import is_path_target
 
     if not targets:
         default = _default_target()

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
+from .._validate import check_max_attempts, check_priority, check_smallint
 from ..drivers.base import Operation, Row, Statement
 from ..errors import ConfigurationError, DatabaseError, InvalidJobSpecError
 from ..spec import (
@@ -33,8 +34,6 @@ from ..spec import (
     JobSpec,
     PreparedJob,
     check_aware_datetime,
-    check_max_attempts,
-    check_priority,
     job_reader,
     payload_to_json,
 )
@@ -594,13 +593,11 @@ def reschedule_jobs(
     if run_at is not None:
         check_aware_datetime("run_at", run_at)
     if priority is not None:
-        check_priority(priority)
+        check_priority(priority, error=InvalidJobSpecError)
     if max_attempts is not None:
-        check_max_attempts(max_attempts)
-    if attempts is not None and (
-        isinstance(attempts, bool) or not isinstance(attempts, int) or not 0 <= attempts <= 32767
-    ):
-        raise InvalidJobSpecError(f"attempts must be an int between 0 and 32767, not {attempts!r}")
+        check_max_attempts(max_attempts, error=InvalidJobSpecError)
+    if attempts is not None:
+        check_smallint("attempts", attempts, low=0, error=InvalidJobSpecError)
     statement = Statement(
         "fetch",
         render(RESCHEDULE_JOBS, schema),

@@ -7,7 +7,7 @@ inside an application. Handlers receive a :class:`WorkerContext`.
 
 from __future__ import annotations
 
-from ._context import WorkerContext as WorkerContext
+from ..context import WorkerContext as WorkerContext
 from ._cron_clock import CronClock as CronClock
 from ._cron_clock import ManualCronClock as ManualCronClock
 from ._cron_clock import SystemCronClock as SystemCronClock

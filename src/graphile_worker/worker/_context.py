@@ -1,6 +1,8 @@
-"""What a running job sees: :class:`WorkerContext`, and the abort signal shared by a run.
+"""What a running job sees: :class:`JobContext`, and the abort signal shared by a run.
 
-A context is built for every job, so it does as little as possible up front: the logger
+:class:`JobContext` is the worker's implementation of the
+:class:`~graphile_worker.context.WorkerContext` protocol that handlers are written
+against. One is built for every job, so it does as little as possible up front: the logger
 and the utilities are made on first use. Everything a handler may need from the worker
 goes through it, which keeps handlers free of globals.
 """
@@ -30,11 +32,12 @@ if TYPE_CHECKING:
     from anyio.lowlevel import EventLoopToken
     from typing_extensions import TypeVarTuple, Unpack
 
+    from ..context import WorkerContext
     from ..drivers.base import AsyncExecutor, DatabaseDriver
     from ..hooks import Hooks
     from ..utils import AsyncBind
 
-__all__ = ["AbortSignal", "JobLogger", "WorkerContext"]
+__all__ = ["AbortSignal", "JobContext", "JobLogger"]
 
 T = TypeVar("T")
 if TYPE_CHECKING:
@@ -88,8 +91,11 @@ class JobLogger(_LoggerAdapter):
 
 
 @final
-class WorkerContext:
+class JobContext:
     """Everything a handler gets besides its payload, for one attempt at one job.
+
+    The worker's :class:`~graphile_worker.context.WorkerContext`; handlers should be
+    annotated with that protocol, not with this class.
 
     Attributes:
         job: The job as claimed (``attempts`` already counts this attempt).
@@ -309,3 +315,11 @@ class WorkerContext:
         event loop itself (``await`` the function there).
         """
         return anyio.from_thread.run(function, *args, token=self._token)
+
+
+if TYPE_CHECKING:
+
+    def _implements_the_protocol(context: JobContext) -> WorkerContext:
+        # mypy --strict proves here that a JobContext is a WorkerContext: a member that
+        # drifts from the protocol handlers are typed against fails this module's check.
+        return context

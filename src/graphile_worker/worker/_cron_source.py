@@ -43,7 +43,8 @@ def resolve_crontab(source: object) -> tuple[CronItem, ...]:
     """
     if source is None:
         return ()
-    from ..crontab import collect_cron_items, load_crontab, parse_crontab
+    from ..crontab import load_crontab, parse_crontab
+    from ..crontab._collect import collect_cron_items
 
     if isinstance(source, str):
         try:

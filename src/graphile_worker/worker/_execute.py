@@ -22,10 +22,11 @@ from ..hooks import Failed, JobStart, SkipRun, Succeeded
 if TYPE_CHECKING:
     from anyio import CapacityLimiter
 
+    from ..context import WorkerContext
     from ..hooks import Hooks, Outcome
     from ..spec import JSON, Job
     from ..task import Task
-    from ._context import AbortSignal, WorkerContext
+    from ._context import AbortSignal
 
 __all__ = ["Attempt", "attempt_job", "log_outcome"]
 

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, TypeAlias
 
+from .._validate import check_flags
 from ..drivers import DRIVER_NAMES
 from ..drivers.base import DatabaseDriver
 from ..errors import ConfigurationError
@@ -36,7 +37,7 @@ ForbiddenFlags: TypeAlias = (
 every claim, so the set can change while the worker runs (a rate limit, a maintenance
 window)."""
 
-_DRIVER_CHOICES = (*DRIVER_NAMES, "psycopg_threaded")
+_DRIVER_CHOICES = (*DRIVER_NAMES, "psycopg_threaded", "psycopg_anyio")
 
 
 def _positive_number(name: str, value: object, *, allow_zero: bool) -> float:
@@ -55,17 +56,10 @@ def _positive_int(name: str, value: object) -> int:
 
 
 def _check_flags(value: object) -> ForbiddenFlags:
+    # A function is asked before each claim; only a fixed collection can be checked now.
     if callable(value):
         return value
-    if isinstance(value, (str, bytes)) or not isinstance(value, Collection):
-        raise ConfigurationError(
-            f"forbidden_flags must be a collection of str or a function returning one, "
-            f"not {value!r:.80}"
-        )
-    for flag in value:
-        if not isinstance(flag, str):
-            raise ConfigurationError(f"every forbidden flag must be a str, not {flag!r:.80}")
-    return frozenset(value)
+    return check_flags(value, name="forbidden_flags", error=ConfigurationError)
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -79,9 +73,9 @@ class WorkerOptions:
         database_url: ``postgresql://...`` (SQLAlchemy URLs too); ``None`` reads
             ``DATABASE_URL``. Ignored when ``driver`` is a driver instance.
         driver: A driver name (``"auto"``, ``"asyncpg"``, ``"psycopg"``,
-            ``"psycopg-threaded"``), opened for each run and closed after it, or an open
-            :class:`~graphile_worker.drivers.DatabaseDriver` the application owns (it is
-            never closed by the worker).
+            ``"psycopg-threaded"``, ``"psycopg-anyio"``), opened for each run and closed
+            after it, or an open :class:`~graphile_worker.drivers.DatabaseDriver` the
+            application owns (it is never closed by the worker).
         schema: The graphile-worker schema.
         concurrency: How many jobs run at the same time (Node's ``concurrentJobs``).
         max_pool_size: Connections in the pool the worker opens (``LISTEN`` uses one more).

@@ -35,7 +35,7 @@ from anyio.abc import TaskGroup, TaskStatus
 
 from ..errors import DatabaseError
 from ..hooks import JobFetch, JobInterrupted, WorkerShutdown, WorkerStart
-from ._context import AbortSignal, WorkerContext
+from ._context import AbortSignal, JobContext
 from ._cron import CronScheduler
 from ._execute import attempt_job
 from ._fetch import JobSource
@@ -430,8 +430,8 @@ class WorkerRun:
 
     # ----------------------------------------------------------------------------- jobs
 
-    def _make_context(self, job: Job, payload: object) -> WorkerContext:
-        return WorkerContext(
+    def _make_context(self, job: Job, payload: object) -> JobContext:
+        return JobContext(
             job=job,
             payload=payload,
             worker_id=self._worker_id,

@@ -20,7 +20,7 @@ import re
 import unicodedata
 from typing import Final
 
-from .spec import JSON
+from ..spec import JSON
 
 __all__ = ["MAX_DEPTH", "Json5Error", "read_json5_object"]
 

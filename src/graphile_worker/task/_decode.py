@@ -28,8 +28,8 @@ import typing
 from collections.abc import Callable, Mapping
 from typing import Any, Final, TypeAlias
 
-from .errors import TaskDefinitionError
-from .spec import JSON
+from ..errors import TaskDefinitionError
+from ..spec import JSON
 
 __all__ = [
     "NO_ANNOTATION",

@@ -18,7 +18,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from .errors import TaskDefinitionError
+from ..errors import TaskDefinitionError
 
 __all__ = ["HandlerShape", "describe_handler", "inspect_function", "inspect_run_method"]
 

@@ -21,7 +21,9 @@ import re
 from typing import Final
 from urllib.parse import unquote_plus
 
-from ._crontab_checks import (
+from ..errors import CrontabError
+from ..spec import JSON
+from ._checks import (
     IDENTIFIER_PATTERN,
     TASK_IDENTIFIER_PATTERN,
     check_job_key,
@@ -32,11 +34,9 @@ from ._crontab_checks import (
     check_queue_name,
     check_task_identifier,
 )
-from ._crontab_fields import FIELDS, FieldError, parse_field, parse_time_phrase
-from ._crontab_item import CronItem
-from ._crontab_json5 import Json5Error, read_json5_object
-from .errors import CrontabError
-from .spec import JSON
+from ._fields import FIELDS, FieldError, parse_field, parse_time_phrase
+from ._item import CronItem
+from ._json5 import Json5Error, read_json5_object
 
 __all__ = ["parse_crontab_text"]
 

@@ -18,9 +18,9 @@ import dataclasses
 import json
 from collections.abc import Sequence
 
-from ._task_decode import BatchItems
-from .errors import BatchFailedError, JobError
-from .spec import JSON, payload_to_json
+from ..errors import BatchFailedError, JobError
+from ..spec import JSON, payload_to_json
+from ._decode import BatchItems
 
 __all__ = ["BatchResult", "batch_outcome"]
 
@@ -36,6 +36,9 @@ class BatchResult:
         failed_items: The JSON of each failed item, exactly as the job held it.
         errors: The error of each failed item, in the same order.
     """
+
+    # Users import it from the package; reprs and docs should say so.
+    __module__ = "graphile_worker.task"
 
     failed_items: tuple[JSON, ...]
     errors: tuple[BaseException, ...]

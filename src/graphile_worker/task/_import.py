@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
-from .errors import TaskDefinitionError
+from ..errors import TaskDefinitionError
 
 __all__ = ["import_target", "is_path_target"]
 

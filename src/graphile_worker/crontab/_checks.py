@@ -2,9 +2,10 @@
 
 Each check raises :class:`~graphile_worker.CrontabError` with a message and no location;
 the caller knows the location (a line and column, or a builder call) and adds it. The
-patterns are Node graphile-worker's (``cronConstants.js``); the numeric limits are the
-jobs table's, so that a value Node would accept only to fail when adding the job fails
-here, when the crontab is loaded.
+rules every job option follows, wherever it is given (ranges, lengths, NUL characters),
+are :mod:`graphile_worker._validate`'s; this module adds what the crontab grammar alone
+restricts, with Node graphile-worker's patterns (``cronConstants.js``), so that a value
+Node would accept only to fail when adding the job fails here, when the crontab is loaded.
 """
 
 from __future__ import annotations
@@ -14,17 +15,11 @@ import re
 from datetime import timedelta
 from typing import Final
 
-from ._crontab_fields import FieldSpec
-from ._crontab_json5 import MAX_DEPTH
-from .errors import CrontabError
-from .spec import (
-    JSON,
-    MAX_JOB_KEY_LENGTH,
-    MAX_NAME_LENGTH,
-    SMALLINT_MAX,
-    SMALLINT_MIN,
-    JobKeyMode,
-)
+from .. import _validate
+from ..errors import CrontabError
+from ..spec import JSON, JobKeyMode
+from ._fields import FieldSpec
+from ._json5 import MAX_DEPTH
 
 __all__ = [
     "CRON_JOB_KEY_MODES",
@@ -36,6 +31,7 @@ __all__ = [
     "check_job_key",
     "check_job_key_mode",
     "check_max_attempts",
+    "check_mode_has_key",
     "check_payload",
     "check_priority",
     "check_queue_name",
@@ -57,16 +53,13 @@ def _fail(message: str) -> CrontabError:
 
 
 def check_task_identifier(value: object) -> str:
-    if not isinstance(value, str):
-        raise _fail(f"task identifier must be a str, not {type(value).__name__} ({value!r})")
-    if not TASK_IDENTIFIER_PATTERN.fullmatch(value):
+    identifier = _validate.check_task_identifier(value, error=CrontabError)
+    if not TASK_IDENTIFIER_PATTERN.fullmatch(identifier):
         raise _fail(
-            f"invalid task identifier {value!r}; in a crontab it starts with a letter or '_' "
-            "and has only letters, digits and _ - : /"
+            f"invalid task identifier {identifier!r}; in a crontab it starts with a letter or "
+            "'_' and has only letters, digits and _ - : /"
         )
-    if len(value) > MAX_NAME_LENGTH:
-        raise _fail(f"task identifier must be at most {MAX_NAME_LENGTH} characters")
-    return value
+    return identifier
 
 
 def check_identifier(value: object, task_identifier: str) -> str:
@@ -81,62 +74,41 @@ def check_identifier(value: object, task_identifier: str) -> str:
 
 
 def check_queue_name(value: object) -> str:
-    if not isinstance(value, str):
-        raise _fail(f"queue name must be a str, not {type(value).__name__} ({value!r})")
-    if not QUEUE_NAME_PATTERN.fullmatch(value):
+    name = _validate.check_queue_name(value, name="queue name", error=CrontabError)
+    if not QUEUE_NAME_PATTERN.fullmatch(name):
         raise _fail(
-            f"queue name {value!r} may only have letters, digits, '_', '-' and ':' "
+            f"queue name {name!r} may only have letters, digits, '_', '-' and ':' "
             "(the crontab format allows no others)"
         )
-    if len(value) > MAX_NAME_LENGTH:
-        raise _fail(f"queue name must be at most {MAX_NAME_LENGTH} characters")
-    return value
+    return name
 
 
 def check_job_key(value: object) -> str:
-    if not isinstance(value, str):
-        raise _fail(f"job key must be a str, not {type(value).__name__} ({value!r})")
-    if not value:
-        raise _fail("job key must not be empty")
-    if _LINE_BREAKS.intersection(value):
-        raise _fail(f"job key {value!r} contains a line break")
-    if "\x00" in value:
-        raise _fail(f"job key {value!r} contains a NUL character, which PostgreSQL refuses")
-    if len(value) > MAX_JOB_KEY_LENGTH:
-        raise _fail(f"job key must be at most {MAX_JOB_KEY_LENGTH} characters")
-    _check_encodable("job key", value)
-    return value
+    key = _validate.check_job_key(value, name="job key", error=CrontabError)
+    # Node reads jobKey with /^(.*)$/, whose dot stops at line terminators.
+    if _LINE_BREAKS.intersection(key):
+        raise _fail(f"job key {key!r} contains a line break")
+    return key
 
 
 def check_job_key_mode(value: object) -> JobKeyMode:
-    try:
-        mode = JobKeyMode(value)
-    except ValueError:
-        mode = None
-    if mode not in CRON_JOB_KEY_MODES:
-        raise _fail(
-            f"job key mode {getattr(value, 'value', value)!r} cannot be used; a cron item "
-            "may use 'replace' or 'preserve_run_at'"
-        )
-    assert mode is not None
-    return mode
+    return _validate.check_job_key_mode(
+        value, CRON_JOB_KEY_MODES, name="job key mode", error=CrontabError
+    )
 
 
-def _check_smallint(name: str, value: object, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise _fail(f"{name} must be an int, not {type(value).__name__} ({value!r})")
-    if not low <= value <= SMALLINT_MAX:
-        raise _fail(f"{name} must be between {low} and {SMALLINT_MAX}, not {value}")
-    return value
+def check_mode_has_key(mode: object, job_key: object) -> None:
+    _validate.check_mode_has_key(
+        mode, job_key, mode_name="job key mode", key_name="job key", error=CrontabError
+    )
 
 
 def check_max_attempts(value: object) -> int:
-    # The jobs table checks max_attempts >= 1: Node accepts max=0 and then fails every run.
-    return _check_smallint("max attempts", value, 1)
+    return _validate.check_max_attempts(value, name="max attempts", error=CrontabError)
 
 
 def check_priority(value: object) -> int:
-    return _check_smallint("priority", value, SMALLINT_MIN)
+    return _validate.check_priority(value, error=CrontabError)
 
 
 def check_backfill_period(value: object) -> timedelta:
@@ -166,7 +138,7 @@ def _check_json(value: object, path: str, depth: int) -> None:
         for key, item in value.items():
             if not isinstance(key, str):
                 raise _fail(f"{path} has a key that is not a str: {key!r}")
-            _check_encodable(f"{path} key", key)
+            _validate.check_encodable(f"{path} key", key, error=CrontabError)
             _check_json(item, f"{path}[{key!r}]", depth + 1)
     elif isinstance(value, list):
         if depth > MAX_DEPTH:
@@ -174,7 +146,7 @@ def _check_json(value: object, path: str, depth: int) -> None:
         for index, item in enumerate(value):
             _check_json(item, f"{path}[{index}]", depth + 1)
     elif isinstance(value, str):
-        _check_encodable(path, value)
+        _validate.check_encodable(path, value, error=CrontabError)
     elif isinstance(value, float):
         if not math.isfinite(value):
             raise _fail(f"{path} is {value}, which JSON cannot hold")
@@ -186,13 +158,6 @@ def _check_json(value: object, path: str, depth: int) -> None:
             f"{path} is a {type(value).__name__}, which is not JSON; use dict, list, str, "
             "int, float, bool or None"
         )
-
-
-def _check_encodable(what: str, text: str) -> None:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise _fail(f"{what} {text!r:.60} contains an unpaired surrogate") from None
 
 
 def check_values(spec: FieldSpec, values: object) -> frozenset[int]:

@@ -18,19 +18,22 @@ from datetime import date, datetime, timedelta, timezone
 from typing import Final
 from urllib.parse import quote
 
-from ._crontab_checks import (
+from ..errors import ConfigurationError
+from ..spec import JSON, JobKeyMode
+from ._checks import (
     check_backfill_period,
     check_identifier,
     check_job_key,
     check_job_key_mode,
     check_max_attempts,
+    check_mode_has_key,
     check_payload,
     check_priority,
     check_queue_name,
     check_task_identifier,
     check_values,
 )
-from ._crontab_fields import (
+from ._fields import (
     DAY_OF_MONTH,
     DAY_OF_WEEK,
     HOUR,
@@ -39,8 +42,6 @@ from ._crontab_fields import (
     format_time_phrase,
     render_field,
 )
-from .errors import ConfigurationError, CrontabError
-from .spec import JSON, JobKeyMode
 
 __all__ = ["CronItem"]
 
@@ -93,6 +94,9 @@ class CronItem:
         line: The 1-based line number in the crontab, ``None`` for built items.
     """
 
+    # Users import it from the package; reprs and docs should say so.
+    __module__ = "graphile_worker.crontab"
+
     task_identifier: str
     identifier: str
     minutes: frozenset[int]
@@ -137,10 +141,7 @@ class CronItem:
             mode = JobKeyMode.REPLACE if self.job_key_mode is None else self.job_key_mode
             set_(self, "job_key_mode", check_job_key_mode(mode))
         elif self.job_key_mode is not None:
-            mode_name = getattr(self.job_key_mode, "value", self.job_key_mode)
-            raise CrontabError(
-                f"job key mode {mode_name!r} needs a job key; set the job key or drop the mode"
-            )
+            check_mode_has_key(self.job_key_mode, self.job_key)
         check_payload(self.payload)
 
         set_(self, "_minute_bits", _bits(self.minutes))

@@ -14,7 +14,11 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import timedelta
 from typing import Final, Literal, TypeVar
 
-from ._crontab_checks import (
+from ..errors import CrontabError, InvalidJobSpecError
+from ..spec import JSON, JobKeyMode, payload_to_json
+from ..task import Task
+from ..task._registry import TASK_ATTRIBUTE
+from ._checks import (
     check_backfill_period,
     check_identifier,
     check_job_key,
@@ -25,7 +29,7 @@ from ._crontab_checks import (
     check_queue_name,
     check_task_identifier,
 )
-from ._crontab_fields import (
+from ._fields import (
     DAY_OF_MONTH,
     DAY_OF_WEEK,
     FIELDS,
@@ -37,12 +41,9 @@ from ._crontab_fields import (
     parse_field,
     parse_time_phrase,
 )
-from ._crontab_item import CronItem
-from .errors import CrontabError, InvalidJobSpecError
-from .spec import JSON, JobKeyMode, payload_to_json
-from .task import TASK_ATTRIBUTE, Task
+from ._item import CronItem
 
-__all__ = ["CronBuilder", "TaskReference", "cron"]
+__all__ = ["CronBuilder", "TaskReference", "Weekday", "cron"]
 
 TaskReference = str | Task | Callable[..., object] | type
 """What :func:`cron` accepts: a task identifier, a :class:`~graphile_worker.Task`, a function
@@ -132,6 +133,9 @@ class CronBuilder:
     :meth:`payload`. All times are UTC. Anything that takes cron items also takes a
     builder and calls :meth:`build` itself.
     """
+
+    # Users import it from the package; reprs and docs should say so.
+    __module__ = "graphile_worker.crontab"
 
     _task: str
     _schedule: _Schedule | None = None
