@@ -130,7 +130,7 @@ class TestSyncTransactions:
     ) -> None:
         utils = SyncWorkerUtils(observer, schema="graphile_worker").using(bind)
         assert isinstance(utils, SyncWorkerUtils)
-        job = utils.add_job("t", {}, JobSpec(job_key="k"))
+        job = utils.add_job("t", {}, spec=JobSpec(job_key="k"))
         assert utils.remove_job("k") == job
         assert isinstance(using(bind), SyncWorkerUtils)
 

@@ -148,7 +148,7 @@ class TestAddJob:
             priority=-7,
             flags=["slow", "external"],
         )
-        job = await utils.add_job("send_email", {"to": "a@example.com"}, spec)
+        job = await utils.add_job("send_email", {"to": "a@example.com"}, spec=spec)
         (row,) = jobs_view(db)
         assert row["queue_name"] == job.queue_name == "mail"
         assert row["run_at"] == job.run_at == LATER
@@ -184,7 +184,7 @@ class TestAddJob:
     async def test_raw_job_takes_any_identifier(
         self, utils: WorkerUtils, db: psycopg.Connection[Any]
     ) -> None:
-        job = await utils.add_raw_job("legacy:task", SendEmail(to="c"), JobSpec(max_attempts=1))
+        job = await utils.add_job("legacy:task", SendEmail(to="c"), spec=JobSpec(max_attempts=1))
         assert (job.task_identifier, job.payload, job.max_attempts) == (
             "legacy:task",
             {"to": "c"},
@@ -193,8 +193,8 @@ class TestAddJob:
         assert jobs_view(db)[0]["task_identifier"] == "legacy:task"
 
     async def test_returns_existing_task_and_queue_names(self, utils: WorkerUtils) -> None:
-        first = await utils.add_job("shared", {}, JobSpec(queue_name="q"))
-        second = await utils.add_job("shared", {}, JobSpec(queue_name="q"))
+        first = await utils.add_job("shared", {}, spec=JobSpec(queue_name="q"))
+        second = await utils.add_job("shared", {}, spec=JobSpec(queue_name="q"))
         assert (second.task_identifier, second.queue_name) == ("shared", "q")
         assert (second.task_id, second.job_queue_id) == (first.task_id, first.job_queue_id)
 
@@ -211,9 +211,11 @@ class TestJobKeyModes:
     async def test_replace_updates_the_waiting_job(
         self, utils: WorkerUtils, db: psycopg.Connection[Any]
     ) -> None:
-        first = await utils.add_job("t", {"v": 1}, JobSpec(job_key="k", run_at=LATER, priority=1))
+        first = await utils.add_job(
+            "t", {"v": 1}, spec=JobSpec(job_key="k", run_at=LATER, priority=1)
+        )
         second = await utils.add_job(
-            "t", {"v": 2}, JobSpec(job_key="k", run_at=EVEN_LATER, job_key_mode="replace")
+            "t", {"v": 2}, spec=JobSpec(job_key="k", run_at=EVEN_LATER, job_key_mode="replace")
         )
         (row,) = jobs_view(db)
         assert row["id"] == first.id == second.id
@@ -223,8 +225,8 @@ class TestJobKeyModes:
     async def test_default_mode_is_replace(
         self, utils: WorkerUtils, db: psycopg.Connection[Any]
     ) -> None:
-        await utils.add_job("t", {"v": 1}, JobSpec(job_key="k", run_at=LATER))
-        await utils.add_job("t", {"v": 2}, JobSpec(job_key="k", run_at=EVEN_LATER))
+        await utils.add_job("t", {"v": 1}, spec=JobSpec(job_key="k", run_at=LATER))
+        await utils.add_job("t", {"v": 2}, spec=JobSpec(job_key="k", run_at=EVEN_LATER))
         assert [(row["payload"], row["run_at"]) for row in jobs_view(db)] == [
             ({"v": 2}, EVEN_LATER)
         ]
@@ -232,22 +234,22 @@ class TestJobKeyModes:
     async def test_preserve_run_at_keeps_the_time_only(
         self, utils: WorkerUtils, db: psycopg.Connection[Any]
     ) -> None:
-        await utils.add_job("t", {"v": 1}, JobSpec(job_key="k", run_at=LATER))
+        await utils.add_job("t", {"v": 1}, spec=JobSpec(job_key="k", run_at=LATER))
         await utils.add_job(
             "t",
             {"v": 2},
-            JobSpec(job_key="k", run_at=EVEN_LATER, job_key_mode=JobKeyMode.PRESERVE_RUN_AT),
+            spec=JobSpec(job_key="k", run_at=EVEN_LATER, job_key_mode=JobKeyMode.PRESERVE_RUN_AT),
         )
         assert [(row["payload"], row["run_at"]) for row in jobs_view(db)] == [({"v": 2}, LATER)]
 
     async def test_unsafe_dedupe_keeps_the_existing_job(
         self, utils: WorkerUtils, db: psycopg.Connection[Any]
     ) -> None:
-        first = await utils.add_job("t", {"v": 1}, JobSpec(job_key="k", run_at=LATER))
+        first = await utils.add_job("t", {"v": 1}, spec=JobSpec(job_key="k", run_at=LATER))
         again = await utils.add_job(
             "t",
             {"v": 2},
-            JobSpec(job_key="k", run_at=EVEN_LATER, job_key_mode=JobKeyMode.UNSAFE_DEDUPE),
+            spec=JobSpec(job_key="k", run_at=EVEN_LATER, job_key_mode=JobKeyMode.UNSAFE_DEDUPE),
         )
         assert again.id == first.id
         assert again.payload == {"v": 1}
@@ -256,17 +258,17 @@ class TestJobKeyModes:
     async def test_unsafe_dedupe_even_while_running(
         self, utils: WorkerUtils, db: psycopg.Connection[Any]
     ) -> None:
-        first = await utils.add_job("t", {"v": 1}, JobSpec(job_key="k"))
+        first = await utils.add_job("t", {"v": 1}, spec=JobSpec(job_key="k"))
         lock(db, first.id)
-        await utils.add_job("t", {"v": 2}, JobSpec(job_key="k", job_key_mode="unsafe_dedupe"))
+        await utils.add_job("t", {"v": 2}, spec=JobSpec(job_key="k", job_key_mode="unsafe_dedupe"))
         assert [row["id"] for row in jobs_view(db)] == [first.id]
 
     async def test_replace_while_running_queues_a_new_job(
         self, utils: WorkerUtils, db: psycopg.Connection[Any]
     ) -> None:
-        first = await utils.add_job("t", {"v": 1}, JobSpec(job_key="k"))
+        first = await utils.add_job("t", {"v": 1}, spec=JobSpec(job_key="k"))
         lock(db, first.id)
-        second = await utils.add_job("t", {"v": 2}, JobSpec(job_key="k"))
+        second = await utils.add_job("t", {"v": 2}, spec=JobSpec(job_key="k"))
         assert second.id != first.id
         rows = {row["id"]: row for row in jobs_view(db)}
         # The running job lets go of the key and will not be retried.
@@ -532,20 +534,20 @@ class TestRemoveJob:
     async def test_removes_a_waiting_job(
         self, utils: WorkerUtils, db: psycopg.Connection[Any]
     ) -> None:
-        added = await utils.add_job("t", {"a": 1}, JobSpec(job_key="k", queue_name="q"))
+        added = await utils.add_job("t", {"a": 1}, spec=JobSpec(job_key="k", queue_name="q"))
         removed = await utils.remove_job("k")
         assert removed is not None
         assert (removed.id, removed.task_identifier, removed.queue_name) == (added.id, "t", "q")
         assert jobs_view(db) == []
 
     async def test_unknown_key(self, utils: WorkerUtils) -> None:
-        await utils.add_job("t", {}, JobSpec(job_key="other"))
+        await utils.add_job("t", {}, spec=JobSpec(job_key="other"))
         assert await utils.remove_job("missing") is None
 
     async def test_running_job_loses_its_key_and_retries(
         self, utils: WorkerUtils, db: psycopg.Connection[Any]
     ) -> None:
-        added = await utils.add_job("t", {}, JobSpec(job_key="k"))
+        added = await utils.add_job("t", {}, spec=JobSpec(job_key="k"))
         lock(db, added.id)
         removed = await utils.remove_job("k")
         assert removed is not None and removed.id == added.id
@@ -599,7 +601,7 @@ class TestRescheduleJobs:
     async def test_changes_only_what_is_given(
         self, utils: WorkerUtils, db: psycopg.Connection[Any]
     ) -> None:
-        job = await utils.add_job("t", {}, JobSpec(run_at=LATER, priority=5, max_attempts=7))
+        job = await utils.add_job("t", {}, spec=JobSpec(run_at=LATER, priority=5, max_attempts=7))
         running = await utils.add_job("t", {})
         lock(db, running.id)
         db.execute("update graphile_worker._private_jobs set attempts = 3 where id = %s", (job.id,))
@@ -627,8 +629,8 @@ class TestForceUnlockWorkers:
     async def test_releases_jobs_and_queues_of_the_given_workers(
         self, utils: WorkerUtils, db: psycopg.Connection[Any]
     ) -> None:
-        dead = await utils.add_job("t", {}, JobSpec(queue_name="q-dead"))
-        alive = await utils.add_job("t", {}, JobSpec(queue_name="q-alive"))
+        dead = await utils.add_job("t", {}, spec=JobSpec(queue_name="q-dead"))
+        alive = await utils.add_job("t", {}, spec=JobSpec(queue_name="q-alive"))
         lock(db, dead.id, "dead-worker")
         lock(db, alive.id, "live-worker")
         db.execute(
@@ -745,7 +747,7 @@ class TestSchemas:
         utils = WorkerUtils(driver, schema="Custom Jobs")
         report = await utils.migrate()
         assert report.schema == "Custom Jobs" and report.current_version == 20
-        job = await utils.add_job("t", {"in": "custom"}, JobSpec(queue_name="q"))
+        job = await utils.add_job("t", {"in": "custom"}, spec=JobSpec(queue_name="q"))
         (batch_job,) = await utils.add_jobs([("u", {}, JobSpec(job_key="k"))])
         assert await utils.remove_job("k") == batch_job
         assert [row["payload"] for row in jobs_view(db, "Custom Jobs")] == [{"in": "custom"}]
@@ -802,7 +804,7 @@ class TestSyncWorkerUtils:
     def test_every_method(self, sync_utils: SyncWorkerUtils, database_url: str) -> None:
         with psycopg.connect(database_url, autocommit=True) as db:
             job = sync_utils.add_job(SendEmail(to="s"), spec=JobSpec(job_key="k", flags=["x"]))
-            raw = sync_utils.add_raw_job("raw", [1], JobSpec(queue_name="q"))
+            raw = sync_utils.add_job("raw", [1], spec=JobSpec(queue_name="q"))
             batch = sync_utils.add_jobs([("b", {"i": 1}), ResizeImage(url="u", width=1)])
             assert [row["task_identifier"] for row in jobs_view(db)] == [
                 "send_email",

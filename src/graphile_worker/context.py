@@ -118,8 +118,8 @@ class WorkerContext(Protocol):
         identifier: str,
         payload: object = None,
         /,
-        spec: JobSpec | None = None,
         *,
+        spec: JobSpec | None = None,
         executor: AsyncExecutor | AsyncBind | None = None,
     ) -> Job | None: ...
 
@@ -128,8 +128,8 @@ class WorkerContext(Protocol):
         target: TypedPayload | str,
         payload: object = ...,
         /,
-        spec: JobSpec | None = None,
         *,
+        spec: JobSpec | None = None,
         executor: AsyncExecutor | AsyncBind | None = None,
     ) -> Job | None:
         """Queue a job on the worker's database, as :meth:`WorkerUtils.add_job` does.

@@ -28,20 +28,20 @@ from collections.abc import Coroutine, Iterable
 from typing import TYPE_CHECKING, Any, overload
 
 from .sql import DEFAULT_SCHEMA
-from .utils import AsyncBind, JobInput, SyncBind, SyncWorkerUtils, WorkerUtils, _utils_over
+from .utils import (
+    _NO_PAYLOAD,
+    AsyncBind,
+    JobInput,
+    SyncBind,
+    SyncWorkerUtils,
+    WorkerUtils,
+    _utils_over,
+)
 
 if TYPE_CHECKING:
     from .spec import Job, JobSpec, TypedPayload
 
 __all__ = ["add_job", "add_jobs", "using"]
-
-
-class _Missing:
-    def __repr__(self) -> str:
-        return "<missing>"
-
-
-_MISSING: Any = _Missing()
 
 
 @overload
@@ -76,8 +76,8 @@ def add_job(
     identifier: str,
     payload: object = None,
     /,
-    spec: JobSpec | None = None,
     *,
+    spec: JobSpec | None = None,
     schema: str = DEFAULT_SCHEMA,
 ) -> Job: ...
 
@@ -99,8 +99,8 @@ def add_job(
     identifier: str,
     payload: object = None,
     /,
-    spec: JobSpec | None = None,
     *,
+    spec: JobSpec | None = None,
     schema: str = DEFAULT_SCHEMA,
 ) -> Coroutine[Any, Any, Job]: ...
 
@@ -108,26 +108,19 @@ def add_job(
 def add_job(
     bind: SyncBind | AsyncBind,
     target: TypedPayload | str,
-    payload: object = _MISSING,
+    payload: object = _NO_PAYLOAD,
     /,
-    spec: JobSpec | None = None,
     *,
+    spec: JobSpec | None = None,
     schema: str = DEFAULT_SCHEMA,
 ) -> Job | Coroutine[Any, Any, Job]:
     """Queue one job in ``bind``'s transaction; awaitable when ``bind`` is async.
 
     Arguments after ``bind`` are those of :meth:`graphile_worker.WorkerUtils.add_job`:
-    a typed payload, or a task identifier and its payload, then an optional spec.
+    a typed payload, or a task identifier and its payload, then ``spec=``.
     """
     utils = _utils_over(bind, schema)
-    if isinstance(target, str):
-        return utils.add_job(target, None if payload is _MISSING else payload, spec)
-    if payload is not _MISSING:
-        raise TypeError(
-            "a typed payload is the whole payload; pass the spec by keyword: "
-            "add_job(bind, payload, spec=JobSpec(...))"
-        )
-    return utils.add_job(target, spec=spec)
+    return utils.add_job(target, payload, spec=spec)  # type: ignore[arg-type]
 
 
 @overload

@@ -95,7 +95,8 @@ def _prepare(target: object, payload: object, spec: JobSpec | None) -> PreparedJ
         raise TypeError(
             f"add_job() got a typed payload ({type(target).__qualname__}) and a second "
             "positional argument; the typed payload is the whole payload, so pass the spec "
-            "by keyword: add_job(payload, spec=JobSpec(...))"
+            "by keyword: add_job(payload, spec=JobSpec(...)); to name the task yourself, "
+            "add_job('task_name', payload, spec=...)"
         )
     return prepare_job(identifier, target, spec)
 
@@ -310,11 +311,6 @@ class _UtilsBase:
     def _add_job(self, target: object, payload: object, spec: JobSpec | None) -> Operation[Job]:
         return jobs_sql.add_job(self._schema, _prepare(target, payload, spec))
 
-    def _add_raw_job(
-        self, identifier: str, payload: object, spec: JobSpec | None
-    ) -> Operation[Job]:
-        return jobs_sql.add_job(self._schema, prepare_job(identifier, payload, spec))
-
     def _add_jobs(
         self, entries: Iterable[JobInput], job_key_preserve_run_at: bool
     ) -> Operation[list[Job]]:
@@ -421,7 +417,7 @@ class WorkerUtils(_UtilsBase):
 
     @overload
     async def add_job(
-        self, identifier: str, payload: object = None, /, spec: JobSpec | None = None
+        self, identifier: str, payload: object = None, /, *, spec: JobSpec | None = None
     ) -> Job: ...
 
     async def add_job(
@@ -429,24 +425,20 @@ class WorkerUtils(_UtilsBase):
         target: TypedPayload | str,
         payload: object = _NO_PAYLOAD,
         /,
+        *,
         spec: JobSpec | None = None,
     ) -> Job:
         """Queue one job and return it as stored.
 
         ``add_job(SendEmail(to=...))`` takes the task identifier from the payload's class
         (see :class:`~graphile_worker.spec.TypedPayload`); ``add_job("send_email", {...})``
-        names it. ``spec`` sets the queue, time, priority, job key and so on.
+        names it, for any task (the payload may then be any JSON-encodable value, a typed
+        payload included). ``spec=`` sets the queue, time, priority, job key and so on.
 
         Raises:
             InvalidJobSpecError: the payload or spec cannot be queued (nothing was sent).
         """
         return await run_async(self._add_job(target, payload, spec), self._executor)
-
-    async def add_raw_job(
-        self, identifier: str, payload: object = None, spec: JobSpec | None = None
-    ) -> Job:
-        """Queue one job for any task identifier, without typed-payload inference."""
-        return await run_async(self._add_raw_job(identifier, payload, spec), self._executor)
 
     async def add_jobs(
         self, jobs: Iterable[JobInput], *, job_key_preserve_run_at: bool = False
@@ -579,7 +571,7 @@ class SyncWorkerUtils(_UtilsBase):
 
     @overload
     def add_job(
-        self, identifier: str, payload: object = None, /, spec: JobSpec | None = None
+        self, identifier: str, payload: object = None, /, *, spec: JobSpec | None = None
     ) -> Job: ...
 
     def add_job(
@@ -587,16 +579,11 @@ class SyncWorkerUtils(_UtilsBase):
         target: TypedPayload | str,
         payload: object = _NO_PAYLOAD,
         /,
+        *,
         spec: JobSpec | None = None,
     ) -> Job:
         """Queue one job and return it as stored; see :meth:`WorkerUtils.add_job`."""
         return run_sync(self._add_job(target, payload, spec), self._executor)
-
-    def add_raw_job(
-        self, identifier: str, payload: object = None, spec: JobSpec | None = None
-    ) -> Job:
-        """Queue one job for any task identifier, without typed-payload inference."""
-        return run_sync(self._add_raw_job(identifier, payload, spec), self._executor)
 
     def add_jobs(
         self, jobs: Iterable[JobInput], *, job_key_preserve_run_at: bool = False

@@ -63,7 +63,7 @@ class TestFailures:
         job = utils.add_job(
             "fail",
             {"message": MESSAGE},
-            JobSpec(queue_name="failing", max_attempts=4, job_key="failing-key", priority=2),
+            spec=JobSpec(queue_name="failing", max_attempts=4, job_key="failing-key", priority=2),
         )
         sides = ["node", "python", "node", "python"]
         for number, side in enumerate(sides, start=1):

@@ -99,10 +99,10 @@ class TestEveryField:
                     flags=["alpha", "beta"],
                 ),
             )
-            raw = await utils.add_raw_job(
+            raw = await utils.add_job(
                 "record",
                 {"nested": {"list": [1, 2.5, None, True, "ü"]}, "empty": {}},
-                JobSpec(
+                spec=JobSpec(
                     queue_name="raw queue",
                     run_at=PAST + timedelta(seconds=1),
                     priority=32767,
@@ -240,7 +240,7 @@ class TestEveryField:
                         session,
                         "record",
                         {"kept": True},
-                        JobSpec(run_at=PAST, max_attempts=9, flags=["orm"]),
+                        spec=JobSpec(run_at=PAST, max_attempts=9, flags=["orm"]),
                         schema=schema,
                     )
             finally:
@@ -266,7 +266,7 @@ class TestSemantics:
         sync_utils: SyncWorkerUtils,
         db: psycopg.Connection[Any],
     ) -> None:
-        later = sync_utils.add_job("record", {"when": "later"}, JobSpec(run_at=FUTURE))
+        later = sync_utils.add_job("record", {"when": "later"}, spec=JobSpec(run_at=FUTURE))
         now = sync_utils.add_job("record", {"when": "now"})
 
         run_node_once(interop_url, schema)
@@ -300,7 +300,7 @@ class TestSemantics:
         db: psycopg.Connection[Any],
     ) -> None:
         """A job with max_attempts=2 is tried twice by Node, then never again."""
-        job = sync_utils.add_job("fail", {"message": "nope"}, JobSpec(max_attempts=2))
+        job = sync_utils.add_job("fail", {"message": "nope"}, spec=JobSpec(max_attempts=2))
         for _ in range(3):
             run_node_once(interop_url, schema)
             # Skip the back-off so the next run may try again if it is allowed to.
@@ -330,11 +330,11 @@ class TestSemantics:
         expected_payload: dict[str, int],
         expected_run_at: datetime,
     ) -> None:
-        sync_utils.add_job("record", {"v": 1}, JobSpec(job_key="k", run_at=PAST))
+        sync_utils.add_job("record", {"v": 1}, spec=JobSpec(job_key="k", run_at=PAST))
         sync_utils.add_job(
             "record",
             {"v": 2},
-            JobSpec(job_key="k", job_key_mode=mode, run_at=PAST + timedelta(seconds=2)),  # type: ignore[arg-type]
+            spec=JobSpec(job_key="k", job_key_mode=mode, run_at=PAST + timedelta(seconds=2)),  # type: ignore[arg-type]
         )
 
         run_node_once(interop_url, schema)
@@ -352,7 +352,7 @@ class TestSemantics:
         db: psycopg.Connection[Any],
     ) -> None:
         """One job key, replaced in turn by Python, Node and Python: still one job."""
-        first = sync_utils.add_job("record", {"by": "python"}, JobSpec(job_key="shared"))
+        first = sync_utils.add_job("record", {"by": "python"}, spec=JobSpec(job_key="shared"))
         (from_node,) = node_utils(
             interop_url,
             schema,
@@ -367,7 +367,7 @@ class TestSemantics:
         )
         assert int(from_node["id"]) == first.id
         last = sync_utils.add_job(
-            "record", {"by": "python again"}, JobSpec(job_key="shared", priority=6)
+            "record", {"by": "python again"}, spec=JobSpec(job_key="shared", priority=6)
         )
         assert last.id == first.id
 
@@ -384,7 +384,7 @@ class TestSemantics:
         sync_utils: SyncWorkerUtils,
         db: psycopg.Connection[Any],
     ) -> None:
-        sync_utils.add_job("record", [1, 2], JobSpec(job_key="batch", run_at=FUTURE))
+        sync_utils.add_job("record", [1, 2], spec=JobSpec(job_key="batch", run_at=FUTURE))
         node_utils(
             interop_url,
             schema,
@@ -430,8 +430,10 @@ class TestSemantics:
         sync_utils: SyncWorkerUtils,
         db: psycopg.Connection[Any],
     ) -> None:
-        blocked = sync_utils.add_job("record", {"f": "blocked"}, JobSpec(flags=["no", "other"]))
-        allowed = sync_utils.add_job("record", {"f": "other"}, JobSpec(flags=["other"]))
+        blocked = sync_utils.add_job(
+            "record", {"f": "blocked"}, spec=JobSpec(flags=["no", "other"])
+        )
+        allowed = sync_utils.add_job("record", {"f": "other"}, spec=JobSpec(flags=["other"]))
         plain = sync_utils.add_job("record", {"f": None})
 
         run_node_once(interop_url, schema, forbidden_flags=["no"])

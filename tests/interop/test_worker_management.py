@@ -52,11 +52,13 @@ def assert_nothing_locked(connection: psycopg.Connection[Any], schema: str) -> N
 async def add_held_and_waiting(utils: WorkerUtils) -> tuple[list[Job], list[Job]]:
     """Two jobs Node will hold (one in a named queue) and four it must leave alone."""
     held = [
-        await utils.add_job("hold", {"n": 0}, JobSpec(queue_name="held-queue", job_key="held-0")),
-        await utils.add_job("hold", {"n": 1}, JobSpec(job_key="held-1")),
+        await utils.add_job(
+            "hold", {"n": 0}, spec=JobSpec(queue_name="held-queue", job_key="held-0")
+        ),
+        await utils.add_job("hold", {"n": 1}, spec=JobSpec(job_key="held-1")),
     ]
     waiting = [
-        await utils.add_job("record", {"n": n}, JobSpec(run_at=FUTURE, job_key=f"waiting-{n}"))
+        await utils.add_job("record", {"n": n}, spec=JobSpec(run_at=FUTURE, job_key=f"waiting-{n}"))
         for n in range(4)
     ]
     return held, waiting
@@ -138,10 +140,10 @@ class TestPythonActsOnJobsNodeHolds:
         async with await WorkerUtils.connect(
             interop_url, driver=driver_name, schema=schema
         ) as utils:
-            running = await utils.add_job("hold", {"v": 1}, JobSpec(job_key="k"))
+            running = await utils.add_job("hold", {"v": 1}, spec=JobSpec(job_key="k"))
             async with node_worker(interop_url, schema, concurrency=1):
                 await eventually(lambda: started(db, 1), what="Node to hold the job")
-                replacement = await utils.add_job("record", {"v": 2}, JobSpec(job_key="k"))
+                replacement = await utils.add_job("record", {"v": 2}, spec=JobSpec(job_key="k"))
                 assert replacement.id != running.id
                 old = by_id(db, schema)[running.id]
                 assert old["key"] is None and old["attempts"] == old["max_attempts"]
@@ -162,10 +164,12 @@ class TestPythonActsOnJobsNodeHolds:
         """A Node worker dies holding jobs; Python unlocks them; another worker runs them."""
         utils = SyncWorkerUtils(db, schema=schema)
         held = [
-            utils.add_job("hold", {"n": 0}, JobSpec(queue_name="crash-queue")),
+            utils.add_job("hold", {"n": 0}, spec=JobSpec(queue_name="crash-queue")),
             utils.add_job("hold", {"n": 1}),
         ]
-        bystander = utils.add_job("record", {"n": 2}, JobSpec(queue_name="other", run_at=FUTURE))
+        bystander = utils.add_job(
+            "record", {"n": 2}, spec=JobSpec(queue_name="other", run_at=FUTURE)
+        )
         crashed = NodeWorker(interop_url, schema, concurrency=2)
         crashed.start()
         try:
@@ -289,7 +293,7 @@ class TestNodeActsOnJobsPythonHolds:
         """Our worker dies holding jobs; Node unlocks them; a Node worker runs them."""
         utils = SyncWorkerUtils(db, schema=schema)
         held = [
-            utils.add_job("hold", {"n": 0}, JobSpec(queue_name="crash-queue")),
+            utils.add_job("hold", {"n": 0}, spec=JobSpec(queue_name="crash-queue")),
             utils.add_job("hold", {"n": 1}),
         ]
         crashed = PythonWorkerProcess(interop_url, schema, concurrency=2, backend=backend)

@@ -154,7 +154,7 @@ async def test_failures_finishing_together_are_recorded_in_one_statement(
     together = Together(3)
     outcomes = Outcomes()
     retried = [await utils.add_job("fail", {"n": n}) for n in range(2)]
-    final = await utils.add_job("fail", {"n": 2}, JobSpec(max_attempts=1))
+    final = await utils.add_job("fail", {"n": 2}, spec=JobSpec(max_attempts=1))
     summary = await Worker(
         options(
             driver,
@@ -230,7 +230,7 @@ async def test_run_once_waits_for_a_batch_that_unlocks_a_named_queue(
 ) -> None:
     together = Together(1)
     for n in range(4):
-        await utils.add_job("succeed", {"n": n}, JobSpec(queue_name="serial"))
+        await utils.add_job("succeed", {"n": n}, spec=JobSpec(queue_name="serial"))
     summary = await Worker(
         options(driver, together.tasks, concurrency=4, complete_job_batch_delay=0.05)
     ).run_once()

@@ -129,13 +129,15 @@ async def test_a_queue_head_runs_before_later_jobs_of_lower_priority_number_only
 
     past = datetime.now(timezone.utc) - timedelta(minutes=10)
     spec = JobSpec(queue_name="ranked")
-    await utils.add_job("ranked", {"name": "p0-now"}, spec)
-    await utils.add_job("ranked", {"name": "p0-past"}, JobSpec(queue_name="ranked", run_at=past))
-    await utils.add_job("ranked", {"name": "p-1"}, JobSpec(queue_name="ranked", priority=-1))
+    await utils.add_job("ranked", {"name": "p0-now"}, spec=spec)
     await utils.add_job(
-        "ranked", {"name": "p3-past"}, JobSpec(queue_name="ranked", priority=3, run_at=past)
+        "ranked", {"name": "p0-past"}, spec=JobSpec(queue_name="ranked", run_at=past)
     )
-    await utils.add_job("ranked", {"name": "p0-now-2"}, spec)
+    await utils.add_job("ranked", {"name": "p-1"}, spec=JobSpec(queue_name="ranked", priority=-1))
+    await utils.add_job(
+        "ranked", {"name": "p3-past"}, spec=JobSpec(queue_name="ranked", priority=3, run_at=past)
+    )
+    await utils.add_job("ranked", {"name": "p0-now-2"}, spec=spec)
 
     await Worker(options(driver, [ranked], concurrency=3)).run_once()
     assert order == ["p-1", "p0-past", "p0-now", "p0-now-2", "p3-past"]
@@ -156,8 +158,8 @@ async def test_a_queue_whose_first_job_is_held_elsewhere_waits(
     async def held(payload: dict[str, str]) -> None:
         ran.append(payload["name"])
 
-    first = await utils.add_job("held", {"name": "first"}, JobSpec(queue_name="serial"))
-    await utils.add_job("held", {"name": "second"}, JobSpec(queue_name="serial"))
+    first = await utils.add_job("held", {"name": "first"}, spec=JobSpec(queue_name="serial"))
+    await utils.add_job("held", {"name": "second"}, spec=JobSpec(queue_name="serial"))
     await utils.add_job("held", {"name": "free"})
     worker = Worker(options(driver, [held], concurrency=2))
 
@@ -188,10 +190,10 @@ async def test_a_queue_skips_jobs_it_may_not_run_and_keeps_its_order(
     async def mine(payload: dict[str, int]) -> None:
         ran.append(payload["n"])
 
-    flagged = await utils.add_job("mine", {"n": 0}, JobSpec(queue_name="q", flags=["paused"]))
-    stranger = await utils.add_job("not_mine", {"n": 1}, JobSpec(queue_name="q"))
+    flagged = await utils.add_job("mine", {"n": 0}, spec=JobSpec(queue_name="q", flags=["paused"]))
+    stranger = await utils.add_job("not_mine", {"n": 1}, spec=JobSpec(queue_name="q"))
     for n in range(2, 5):
-        await utils.add_job("mine", {"n": n}, JobSpec(queue_name="q"))
+        await utils.add_job("mine", {"n": n}, spec=JobSpec(queue_name="q"))
 
     await Worker(options(driver, [mine], forbidden_flags=["paused"])).run_once()
 

@@ -84,8 +84,8 @@ async def test_observers_see_every_event_in_order(
     driver: DatabaseDriver, utils: WorkerUtils
 ) -> None:
     recorder = Recorder()
-    good_job = await utils.add_job("good", {}, JobSpec(priority=1))
-    bad_job = await utils.add_job("bad", {}, JobSpec(priority=2, max_attempts=1))
+    good_job = await utils.add_job("good", {}, spec=JobSpec(priority=1))
+    bad_job = await utils.add_job("bad", {}, spec=JobSpec(priority=2, max_attempts=1))
     worker = Worker(options(driver, [good, bad], hooks=[recorder]))
     await worker.run_once()
 

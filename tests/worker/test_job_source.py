@@ -50,8 +50,8 @@ async def test_a_batch_claim_takes_one_job_per_serial_queue(
     driver: DatabaseDriver, utils: WorkerUtils, sync_connection: psycopg.Connection[Any]
 ) -> None:
     for n in range(3):
-        await utils.add_job("a", {"n": n}, JobSpec(queue_name="q1"))
-        await utils.add_job("b", {"n": n}, JobSpec(queue_name="q2"))
+        await utils.add_job("a", {"n": n}, spec=JobSpec(queue_name="q1"))
+        await utils.add_job("b", {"n": n}, spec=JobSpec(queue_name="q2"))
     loose = [await utils.add_job("a", {"loose": n}) for n in range(2)]
     await utils.add_job("other", {})
 
@@ -80,7 +80,7 @@ async def test_a_claimed_job_holds_every_column_as_stored(
     spec = JobSpec(
         queue_name="q1", priority=-3, max_attempts=7, job_key="k1", flags={"slow", "big"}
     )
-    await utils.add_job("a", {"deep": [1, {"x": None}]}, spec)
+    await utils.add_job("a", {"deep": [1, {"x": None}]}, spec=spec)
     plain = await utils.add_job("b", [1, 2])
 
     claimed = await source(driver).claim(10)
@@ -110,7 +110,7 @@ async def test_limit_is_honoured_in_priority_order(
     driver: DatabaseDriver, utils: WorkerUtils
 ) -> None:
     for priority in (3, 1, 2, 0):
-        await utils.add_job("a", {"p": priority}, JobSpec(priority=priority))
+        await utils.add_job("a", {"p": priority}, spec=JobSpec(priority=priority))
     claimed = await source(driver).claim(2)
     assert [job.priority for job in claimed] == [0, 1]
 
@@ -120,7 +120,7 @@ async def test_failing_and_releasing_touch_only_jobs_this_worker_holds(
 ) -> None:
     mine = source(driver, "w1")
     theirs = source(driver, "w2")
-    await utils.add_job("a", {}, JobSpec(queue_name="q"))
+    await utils.add_job("a", {}, spec=JobSpec(queue_name="q"))
     await utils.add_job("b", {})
     (queued,) = await mine.claim(1)
     (loose,) = await mine.claim(1)
@@ -137,7 +137,7 @@ async def test_completing_deletes_the_job_whoever_holds_it_but_frees_only_own_qu
     """Node's completeJobs: the handler succeeded, so the job goes even if its lock moved."""
     mine = source(driver, "w1")
     theirs = source(driver, "w2")
-    await utils.add_job("a", {}, JobSpec(queue_name="q"))
+    await utils.add_job("a", {}, spec=JobSpec(queue_name="q"))
     await utils.add_job("b", {})
     (queued,) = await mine.claim(1)
     (loose,) = await mine.claim(1)
@@ -175,7 +175,7 @@ async def test_fail_replaces_the_payload_only_when_asked(
 async def test_release_refunds_the_attempt_and_delays_the_job(
     driver: DatabaseDriver, utils: WorkerUtils, sync_connection: psycopg.Connection[Any]
 ) -> None:
-    job = await utils.add_job("a", {}, JobSpec(queue_name="q"))
+    job = await utils.add_job("a", {}, spec=JobSpec(queue_name="q"))
     (claimed,) = await source(driver).claim(1)
     assert claimed.attempts == 1
     released = await source(driver).release([claimed], 90)
@@ -191,7 +191,7 @@ async def test_returning_unstarted_jobs_keeps_their_place_in_line(
     driver: DatabaseDriver, utils: WorkerUtils, sync_connection: psycopg.Connection[Any]
 ) -> None:
     job = await utils.add_job(
-        "a", {}, JobSpec(run_at=datetime.now(timezone.utc) - timedelta(hours=1))
+        "a", {}, spec=JobSpec(run_at=datetime.now(timezone.utc) - timedelta(hours=1))
     )
     (claimed,) = await source(driver).claim(1)
     await source(driver).release([claimed], 0)
@@ -206,10 +206,10 @@ async def test_seconds_until_next_sees_only_claimable_future_jobs(
     jobs = source(driver, forbidden_flags=frozenset({"red"}))
     assert await jobs.seconds_until_next() is None
     soon = datetime.now(timezone.utc) + timedelta(seconds=30)
-    await utils.add_job("other", {}, JobSpec(run_at=soon - timedelta(seconds=20)))
-    await utils.add_job("a", {}, JobSpec(run_at=soon - timedelta(seconds=10), flags=["red"]))
-    await utils.add_job("a", {}, JobSpec(run_at=soon))
-    await utils.add_job("b", {}, JobSpec(run_at=soon + timedelta(seconds=30)))
+    await utils.add_job("other", {}, spec=JobSpec(run_at=soon - timedelta(seconds=20)))
+    await utils.add_job("a", {}, spec=JobSpec(run_at=soon - timedelta(seconds=10), flags=["red"]))
+    await utils.add_job("a", {}, spec=JobSpec(run_at=soon))
+    await utils.add_job("b", {}, spec=JobSpec(run_at=soon + timedelta(seconds=30)))
     seconds = await jobs.seconds_until_next()
     assert seconds is not None and 25 < seconds <= 30
 
@@ -220,12 +220,14 @@ async def test_seconds_until_next_looks_across_every_priority(
     # The earliest future job is behind others in jobs_main_index (a higher priority
     # number); a job of an even earlier run_at is locked, and one has used up its attempts.
     now = datetime.now(timezone.utc)
-    await utils.add_job("a", {}, JobSpec(priority=-3, run_at=now + timedelta(hours=2)))
-    await utils.add_job("a", {}, JobSpec(priority=0, run_at=now + timedelta(hours=1)))
-    await utils.add_job("a", {}, JobSpec(priority=7, run_at=now + timedelta(seconds=40)))
-    locked = await utils.add_job("a", {}, JobSpec(priority=2, run_at=now + timedelta(seconds=5)))
+    await utils.add_job("a", {}, spec=JobSpec(priority=-3, run_at=now + timedelta(hours=2)))
+    await utils.add_job("a", {}, spec=JobSpec(priority=0, run_at=now + timedelta(hours=1)))
+    await utils.add_job("a", {}, spec=JobSpec(priority=7, run_at=now + timedelta(seconds=40)))
+    locked = await utils.add_job(
+        "a", {}, spec=JobSpec(priority=2, run_at=now + timedelta(seconds=5))
+    )
     spent = await utils.add_job(
-        "a", {}, JobSpec(priority=9, run_at=now + timedelta(seconds=10), max_attempts=1)
+        "a", {}, spec=JobSpec(priority=9, run_at=now + timedelta(seconds=10), max_attempts=1)
     )
     sync_connection.execute(
         "update graphile_worker._private_jobs set locked_at = now(), locked_by = 'x' where id = %s",
@@ -241,7 +243,9 @@ async def test_seconds_until_next_looks_across_every_priority(
 async def test_local_time_decides_what_is_due(driver: DatabaseDriver, utils: WorkerUtils) -> None:
     # A job due in ten minutes by the database's clock; now() is the database's, so only a
     # worker whose clock runs ahead would take it. Simulate that clock with a patched source.
-    await utils.add_job("a", {}, JobSpec(run_at=datetime.now(timezone.utc) + timedelta(minutes=10)))
+    await utils.add_job(
+        "a", {}, spec=JobSpec(run_at=datetime.now(timezone.utc) + timedelta(minutes=10))
+    )
     assert await source(driver, use_local_time=True).claim(1) == []
 
     class AheadOfTime(JobSource):
@@ -266,7 +270,7 @@ async def test_local_time_decides_what_is_due(driver: DatabaseDriver, utils: Wor
 async def test_stale_locks_are_reset_after_four_hours(
     driver: DatabaseDriver, utils: WorkerUtils, sync_connection: psycopg.Connection[Any]
 ) -> None:
-    stale = await utils.add_job("a", {}, JobSpec(queue_name="q"))
+    stale = await utils.add_job("a", {}, spec=JobSpec(queue_name="q"))
     fresh = await utils.add_job("b", {})
     await source(driver, "dead").claim(2)
     sync_connection.execute(

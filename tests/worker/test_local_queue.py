@@ -275,7 +275,7 @@ async def test_named_queues_stay_serial_with_a_local_queue_and_batched_completio
         running -= 1
 
     for n in range(6):
-        await utils.add_job("serial", {"n": n}, JobSpec(queue_name="one_at_a_time"))
+        await utils.add_job("serial", {"n": n}, spec=JobSpec(queue_name="one_at_a_time"))
     summary = await Worker(
         options(
             driver,
@@ -296,7 +296,7 @@ async def test_fixed_forbidden_flags_are_applied_to_the_batched_claim(
 ) -> None:
     held = Held()
     held.release.set()
-    flagged = await utils.add_job("count", {"n": 0}, JobSpec(flags=["slow"]))
+    flagged = await utils.add_job("count", {"n": 0}, spec=JobSpec(flags=["slow"]))
     await utils.add_jobs([("count", {"n": n}) for n in range(1, 6)])
     summary = await Worker(
         options(
@@ -317,7 +317,7 @@ async def test_jobs_in_memory_with_a_newly_forbidden_flag_are_handed_back_not_ru
     held = Held()
     forbidden: list[str] = []
     await utils.add_job("hold", {})
-    flagged = await utils.add_job("count", {"n": 1}, JobSpec(flags=["slow"]))
+    flagged = await utils.add_job("count", {"n": 1}, spec=JobSpec(flags=["slow"]))
     await utils.add_job("count", {"n": 2})
     worker = Worker(
         options(

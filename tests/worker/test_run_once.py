@@ -105,7 +105,7 @@ async def test_back_off_is_capped_at_exp_10_and_counts_from_a_future_run_at(
 async def test_a_job_is_kept_after_its_last_attempt(
     driver: DatabaseDriver, utils: WorkerUtils, sync_connection: psycopg.Connection[Any]
 ) -> None:
-    job = await utils.add_job("boom", {}, JobSpec(max_attempts=1))
+    job = await utils.add_job("boom", {}, spec=JobSpec(max_attempts=1))
     summary = await Worker(options(driver, [boom])).run_once()
     assert summary == RunOnceSummary(failed=1, permanently_failed=1)
     row = job_row(sync_connection, job.id)
@@ -125,7 +125,7 @@ async def test_success_after_a_force_unlock_still_deletes_the_job_as_node_does(
     async def unlocked_midway(payload: Any, ctx: WorkerContext) -> None:
         await utils.force_unlock_workers([ctx.worker_id])
 
-    job = await utils.add_job("unlocked_midway", {}, JobSpec(queue_name="q"))
+    job = await utils.add_job("unlocked_midway", {}, spec=JobSpec(queue_name="q"))
     summary = await Worker(options(driver, [unlocked_midway])).run_once()
     assert summary == RunOnceSummary(completed=1)
     assert job_row(sync_connection, job.id) is None
@@ -184,12 +184,12 @@ async def test_priority_then_run_at_then_id(driver: DatabaseDriver, utils: Worke
     past = datetime.now(timezone.utc) - timedelta(minutes=5)
     await utils.add_job("ordered", {"name": "p0-now-a"})
     await utils.add_job("ordered", {"name": "p0-now-b"})
-    await utils.add_job("ordered", {"name": "p0-past"}, JobSpec(run_at=past))
-    await utils.add_job("ordered", {"name": "p5"}, JobSpec(priority=5, run_at=past))
-    await utils.add_job("ordered", {"name": "p-1"}, JobSpec(priority=-1))
+    await utils.add_job("ordered", {"name": "p0-past"}, spec=JobSpec(run_at=past))
+    await utils.add_job("ordered", {"name": "p5"}, spec=JobSpec(priority=5, run_at=past))
+    await utils.add_job("ordered", {"name": "p-1"}, spec=JobSpec(priority=-1))
     same_time = datetime.now(timezone.utc) - timedelta(minutes=1)
-    await utils.add_job("ordered", {"name": "tie-1"}, JobSpec(priority=1, run_at=same_time))
-    await utils.add_job("ordered", {"name": "tie-2"}, JobSpec(priority=1, run_at=same_time))
+    await utils.add_job("ordered", {"name": "tie-1"}, spec=JobSpec(priority=1, run_at=same_time))
+    await utils.add_job("ordered", {"name": "tie-2"}, spec=JobSpec(priority=1, run_at=same_time))
 
     await Worker(options(driver, [ordered])).run_once()
     assert order == ["p-1", "p0-past", "p0-now-a", "p0-now-b", "tie-1", "tie-2", "p5"]
@@ -248,7 +248,7 @@ async def test_future_jobs_are_not_run(
     driver: DatabaseDriver, utils: WorkerUtils, sync_connection: psycopg.Connection[Any]
 ) -> None:
     later = await utils.add_job(
-        "ok", {}, JobSpec(run_at=datetime.now(timezone.utc) + timedelta(hours=1))
+        "ok", {}, spec=JobSpec(run_at=datetime.now(timezone.utc) + timedelta(hours=1))
     )
     assert await Worker(options(driver, [ok])).run_once() == RunOnceSummary()
     row = job_row(sync_connection, later.id)
@@ -258,8 +258,8 @@ async def test_future_jobs_are_not_run(
 class TestForbiddenFlags:
     async def _queue(self, utils: WorkerUtils) -> dict[str, int]:
         plain = await utils.add_job("ok", {})
-        red = await utils.add_job("ok", {}, JobSpec(flags=["red"]))
-        blue = await utils.add_job("ok", {}, JobSpec(flags=["blue", "green"]))
+        red = await utils.add_job("ok", {}, spec=JobSpec(flags=["red"]))
+        blue = await utils.add_job("ok", {}, spec=JobSpec(flags=["blue", "green"]))
         return {"plain": plain.id, "red": red.id, "blue": blue.id}
 
     def _left(self, connection: psycopg.Connection[Any], ids: dict[str, int]) -> set[str]:

@@ -55,11 +55,11 @@ async def test_a_delayed_job_starts_on_time_through_the_timer(
     async with Worker(options(driver, [recording_task(started)], poll_interval=10.0)):
         await anyio.sleep(0.05)
         run_at = datetime.now(timezone.utc) + timedelta(seconds=0.4)
-        job = await utils.add_job("record_start", {"n": 1}, JobSpec(run_at=run_at))
+        job = await utils.add_job("record_start", {"n": 1}, spec=JobSpec(run_at=run_at))
         # A second, later job added afterwards must not push the first one back, and the
         # timer must re-arm for it after the first has run.
         later = await utils.add_job(
-            "record_start", {"n": 2}, JobSpec(run_at=run_at + timedelta(seconds=0.3))
+            "record_start", {"n": 2}, spec=JobSpec(run_at=run_at + timedelta(seconds=0.3))
         )
         await eventually(lambda: job_row(sync_connection, later.id) is None, within=3)
     assert job_row(sync_connection, job.id) is None
@@ -72,7 +72,7 @@ async def test_a_delayed_job_queued_before_start_is_found_by_the_timer(
 ) -> None:
     started: dict[int, datetime] = {}
     run_at = datetime.now(timezone.utc) + timedelta(seconds=0.3)
-    job = await utils.add_job("record_start", {"n": 1}, JobSpec(run_at=run_at))
+    job = await utils.add_job("record_start", {"n": 1}, spec=JobSpec(run_at=run_at))
     async with Worker(options(driver, [recording_task(started)], poll_interval=10.0)):
         await eventually(lambda: job_row(sync_connection, job.id) is None, within=3)
     assert started[1] >= run_at
@@ -147,7 +147,7 @@ async def test_a_serial_queue_never_runs_two_jobs_at_once(
             running[key] -= 1
 
     for n in range(8):
-        await utils.add_job("tracked", {"queued": True, "n": n}, JobSpec(queue_name="serial"))
+        await utils.add_job("tracked", {"queued": True, "n": n}, spec=JobSpec(queue_name="serial"))
         await utils.add_job("tracked", {"queued": False, "n": n})
     # Two workers of four slots each compete for the queue: only the database keeps it serial.
     first = Worker(options(driver, [tracked], concurrency=4))

@@ -71,7 +71,7 @@ async def _add(
 
     utils = await WorkerUtils.connect(connection, driver=driver, schema=schema)
     async with utils:
-        job = await utils.add_raw_job(task, payload, spec)
+        job = await utils.add_job(task, payload, spec=spec)
     return job.id
 
 

@@ -226,8 +226,8 @@ class JobContext:
         identifier: str,
         payload: object = None,
         /,
-        spec: JobSpec | None = None,
         *,
+        spec: JobSpec | None = None,
         executor: AsyncExecutor | AsyncBind | None = None,
     ) -> Job | None: ...
 
@@ -236,8 +236,8 @@ class JobContext:
         target: TypedPayload | str,
         payload: object = _NO_PAYLOAD,
         /,
-        spec: JobSpec | None = None,
         *,
+        spec: JobSpec | None = None,
         executor: AsyncExecutor | AsyncBind | None = None,
     ) -> Job | None:
         """Queue a job on the worker's database, as :meth:`WorkerUtils.add_job` does.
@@ -254,12 +254,12 @@ class JobContext:
         """
         utils = self._utils_for(executor)
         if not self._hooks and not self._use_local_time:
-            return await utils.add_job(target, payload, spec)  # type: ignore[arg-type]
+            return await utils.add_job(target, payload, spec=spec)  # type: ignore[arg-type]
         prepared = _prepare(target, payload, spec)
         request = await self._schedule(prepared.identifier, prepared.payload_json, prepared.spec)
         if request is None:
             return None
-        return await utils.add_raw_job(request.identifier, request.payload, request.spec)
+        return await utils.add_job(request.identifier, request.payload, spec=request.spec)
 
     async def add_jobs(
         self,
