@@ -40,9 +40,11 @@ RUNTIME_DRIVER_PAIRS = (
     ("asyncio", "psycopg"),
     ("asyncio", "psycopg-threaded"),
     ("trio", "psycopg-threaded"),
+    ("asyncio", "psycopg-anyio"),
+    ("trio", "psycopg-anyio"),
 )
 """The (anyio backend, driver name) pairs that can work: asyncpg and psycopg's async API are
-asyncio-only, so trio gets the threaded psycopg driver alone."""
+asyncio-only, so trio gets the two psycopg drivers that run anywhere (threaded and anyio)."""
 
 NODE_PROJECT = Path(__file__).parent / "node"
 """npm project pinning the Node graphile-worker release we are compatible with."""

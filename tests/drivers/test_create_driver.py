@@ -36,12 +36,22 @@ class TestChoosingADriver:
             assert type(driver).__name__ == expected
             assert await driver.fetchval("select 1") == 1
 
-    @pytest.mark.parametrize("name", ["psycopg-threaded", "psycopg_threaded", " Psycopg-Threaded "])
-    async def test_threaded_driver_spellings(
-        self, anyio_backend: str, database_url: str, name: str
+    @pytest.mark.parametrize(
+        ("name", "implementation"),
+        [
+            ("psycopg-threaded", "PsycopgThreadedDriver"),
+            ("psycopg_threaded", "PsycopgThreadedDriver"),
+            (" Psycopg-Threaded ", "PsycopgThreadedDriver"),
+            ("psycopg-anyio", "PsycopgAnyioDriver"),
+            ("psycopg_anyio", "PsycopgAnyioDriver"),
+            (" Psycopg-Anyio ", "PsycopgAnyioDriver"),
+        ],
+    )
+    async def test_spellings_of_the_drivers_that_run_anywhere(
+        self, anyio_backend: str, database_url: str, name: str, implementation: str
     ) -> None:
         async with create_driver(database_url, driver=name) as driver:
-            assert type(driver).__name__ == "PsycopgThreadedDriver"
+            assert type(driver).__name__ == implementation
 
     @pytest.mark.parametrize("name", ASYNCIO_ONLY)
     async def test_asyncio_only_drivers(
@@ -61,7 +71,13 @@ class TestChoosingADriver:
             create_driver("postgresql://localhost/app", driver="pg8000")
 
     def test_driver_names(self) -> None:
-        assert set(DRIVER_NAMES) == {"auto", "asyncpg", "psycopg", "psycopg-threaded"}
+        assert set(DRIVER_NAMES) == {
+            "auto",
+            "asyncpg",
+            "psycopg",
+            "psycopg-threaded",
+            "psycopg-anyio",
+        }
 
     async def test_await_returns_an_open_driver(
         self, anyio_backend: str, database_url: str

@@ -6,6 +6,7 @@
 ``"asyncpg"``             asyncio          asyncpg pool, prepared statements (fastest)
 ``"psycopg"``             asyncio          psycopg 3 ``AsyncConnectionPool``
 ``"psycopg-threaded"``    asyncio, trio    sync psycopg pool, each call in a worker thread
+``"psycopg-anyio"``       asyncio, trio    libpq driven on the event loop, no thread
 ``"auto"``                either           asyncpg on asyncio when installed, else threaded
 ========================  ===============  ==================================================
 
@@ -54,6 +55,7 @@ if TYPE_CHECKING:
     from ._psycopg_common import PsycopgSyncExecutor as PsycopgSyncExecutor
     from .asyncpg import AsyncpgDriver as AsyncpgDriver
     from .psycopg import PsycopgDriver as PsycopgDriver
+    from .psycopg_anyio import PsycopgAnyioDriver as PsycopgAnyioDriver
     from .psycopg_threaded import PsycopgThreadedDriver as PsycopgThreadedDriver
 
 __all__ = [
@@ -72,8 +74,9 @@ __all__ = [
     "run_sync",
 ]
 
-DRIVER_NAMES = ("auto", "asyncpg", "psycopg", "psycopg-threaded")
-"""Accepted values of ``create_driver(driver=...)`` (``psycopg_threaded`` also works)."""
+DRIVER_NAMES = ("auto", "asyncpg", "psycopg", "psycopg-threaded", "psycopg-anyio")
+"""Accepted values of ``create_driver(driver=...)`` (``psycopg_threaded`` and
+``psycopg_anyio`` also work)."""
 
 # name -> (module, class, packages it imports, pip extra, runtimes it supports)
 _IMPLEMENTATIONS: dict[str, tuple[str, str, tuple[str, ...], str, tuple[str, ...]]] = {
@@ -86,6 +89,13 @@ _IMPLEMENTATIONS: dict[str, tuple[str, str, tuple[str, ...], str, tuple[str, ...
         "psycopg",
         ("asyncio", "trio"),
     ),
+    "psycopg-anyio": (
+        "psycopg_anyio",
+        "PsycopgAnyioDriver",
+        ("psycopg",),
+        "psycopg",
+        ("asyncio", "trio"),
+    ),
 }
 
 # Lazily exported names: attribute -> (module, attribute).
@@ -93,6 +103,7 @@ _LAZY = {
     "AsyncpgDriver": ("asyncpg", "AsyncpgDriver"),
     "PsycopgDriver": ("psycopg", "PsycopgDriver"),
     "PsycopgThreadedDriver": ("psycopg_threaded", "PsycopgThreadedDriver"),
+    "PsycopgAnyioDriver": ("psycopg_anyio", "PsycopgAnyioDriver"),
     "PsycopgSyncExecutor": ("_psycopg_common", "PsycopgSyncExecutor"),
 }
 

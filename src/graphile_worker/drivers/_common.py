@@ -2,9 +2,27 @@
 
 from __future__ import annotations
 
-from ..errors import ConnectionLostError, DatabaseError, GraphileWorkerError, QueryError
+from collections.abc import Sequence
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["as_connection_error", "check_commit_status"]
+from ..errors import (
+    ConfigurationError,
+    ConnectionLostError,
+    DatabaseError,
+    GraphileWorkerError,
+    QueryError,
+)
+from ._listener import ListenConnection, NotificationStream, validate_channels
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from typing_extensions import Self
+
+    from .base import Params
+
+__all__ = ["DriverBase", "as_connection_error", "check_commit_status", "numbered_values"]
 
 # SQLSTATE in_failed_sql_transaction: what PostgreSQL reports for statements sent after a
 # failed one in the same transaction.
@@ -40,3 +58,60 @@ def as_connection_error(error: GraphileWorkerError) -> GraphileWorkerError:
     if isinstance(error, DatabaseError) and not isinstance(error, ConnectionLostError):
         return ConnectionLostError(str(error), sqlstate=error.sqlstate)
     return error
+
+
+def numbered_values(names: Sequence[str], params: Params | None) -> Sequence[Any]:
+    """The values for ``$1, $2...`` placeholders, picked from ``params`` in ``names`` order.
+
+    ``names`` comes from :func:`graphile_worker.sql.to_numbered`; keys of ``params`` that
+    the statement does not use are ignored.
+
+    Raises:
+        ConfigurationError: the statement uses a name that ``params`` lacks.
+    """
+    if not names:
+        return ()
+    if params is None:
+        params = {}
+    try:
+        return [params[name] for name in names]
+    except KeyError as missing:
+        name = missing.args[0]
+        raise ConfigurationError(
+            f"query parameter {name!r} is missing: the statement uses :{name} but the params "
+            f"mapping has only {sorted(params)!r}"
+        ) from None
+
+
+class DriverBase:
+    """What the bundled drivers do alike: ``async with`` closes them, and ``listen()``.
+
+    A driver supplies :meth:`_open_listener` (connect, then ``LISTEN`` on every channel)
+    and :meth:`aclose`; reconnecting and back-off live in :class:`NotificationStream`.
+    """
+
+    __slots__ = ()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def listen(self, *channels: str) -> NotificationStream:
+        """Listen on ``channels`` from a dedicated connection; see :class:`NotificationStream`."""
+        names = validate_channels(channels)
+        return NotificationStream(partial(self._open_listener, names), names)
+
+    async def _open_listener(self, channels: Sequence[str]) -> ListenConnection:
+        """Open a new connection that listens on ``channels``."""
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        """Close every connection; the driver cannot be used afterwards."""
+        raise NotImplementedError

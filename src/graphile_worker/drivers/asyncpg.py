@@ -21,7 +21,6 @@ import logging
 from collections import deque
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager, suppress
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -36,16 +35,13 @@ from ..errors import (
     UniqueViolationError,
 )
 from ..sql import to_numbered
-from ._common import as_connection_error, check_commit_status
-from ._listener import ListenConnection, NotificationStream, validate_channels
+from ._common import DriverBase, as_connection_error, check_commit_status, numbered_values
+from ._listener import ListenConnection
 from ._url import normalize_url, resolve_url
 from .base import AsyncExecutor, Notification, Params, Row
 
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from types import TracebackType
-
-    from typing_extensions import Self
 
 __all__ = ["AsyncpgDriver", "translate_asyncpg_error"]
 
@@ -170,18 +166,7 @@ async def _keep_session(connection: asyncpg.Connection) -> None:
 def _bind(sql: str, params: Params | None) -> tuple[str, Sequence[Any]]:
     """``:name`` SQL and a mapping -> ``$n`` SQL and positional arguments."""
     query, names = to_numbered(sql)
-    if not names:
-        return query, ()
-    if params is None:
-        params = {}
-    try:
-        return query, [params[name] for name in names]
-    except KeyError as missing:
-        name = missing.args[0]
-        raise ConfigurationError(
-            f"query parameter {name!r} is missing: the statement uses :{name} but the params "
-            f"mapping has only {sorted(params)!r}"
-        ) from None
+    return query, numbered_values(names, params)
 
 
 def _rowcount(status: str) -> int:
@@ -253,7 +238,7 @@ class _AsyncpgExecutor:
             raise translate_asyncpg_error(error) from error
 
 
-class AsyncpgDriver(_AsyncpgExecutor):
+class AsyncpgDriver(_AsyncpgExecutor, DriverBase):
     """A :class:`~graphile_worker.drivers.DatabaseDriver` over an asyncpg pool (asyncio only).
 
     Open it with :func:`graphile_worker.drivers.create_driver` (``driver="asyncpg"``) or
@@ -307,17 +292,6 @@ class AsyncpgDriver(_AsyncpgExecutor):
             )
         return cls(pool, dsn, listen_url=listen_dsn)
 
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncExecutor]:
         """Hold one pooled connection inside ``BEGIN`` ... ``COMMIT`` (``ROLLBACK`` on error)."""
@@ -338,11 +312,6 @@ class AsyncpgDriver(_AsyncpgExecutor):
         finally:
             with anyio.CancelScope(shield=True):
                 await self._pool.release(connection)
-
-    def listen(self, *channels: str) -> NotificationStream:
-        """Listen on ``channels`` from a dedicated connection; see :class:`NotificationStream`."""
-        names = validate_channels(channels)
-        return NotificationStream(partial(self._open_listener, names), names)
 
     async def _open_listener(self, channels: Sequence[str]) -> ListenConnection:
         listener = _AsyncpgListenConnection()

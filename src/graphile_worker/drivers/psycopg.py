@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import aclosing, asynccontextmanager
-from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 from weakref import WeakKeyDictionary
 
@@ -32,8 +31,8 @@ from psycopg_pool import AsyncConnectionPool
 
 from ..errors import ConnectionLostError
 from ..sql import to_pyformat
-from ._common import as_connection_error, check_commit_status
-from ._listener import ListenConnection, NotificationStream, listen_statement, validate_channels
+from ._common import DriverBase, as_connection_error, check_commit_status
+from ._listener import ListenConnection, listen_statement
 from ._psycopg_common import (
     EMPTY_PARAMS,
     connection_kwargs,
@@ -46,11 +45,8 @@ from ._url import normalize_url, resolve_url
 from .base import AsyncExecutor, Notification, Params, Row
 
 if TYPE_CHECKING:
-    from types import TracebackType
-
     from psycopg import AsyncConnection
     from psycopg.pq.abc import PGcancel
-    from typing_extensions import Self
 
 __all__ = ["PsycopgDriver"]
 
@@ -183,7 +179,7 @@ class _ConnectionExecutor:
         await self._call(_execute_script, sql, None)
 
 
-class PsycopgDriver:
+class PsycopgDriver(DriverBase):
     """A :class:`~graphile_worker.drivers.DatabaseDriver` over psycopg's asyncio pool.
 
     Open it with :func:`graphile_worker.drivers.create_driver` (``driver="psycopg"``) or
@@ -247,17 +243,6 @@ class PsycopgDriver:
                 await pool.close()
             raise as_connection_error(translate_psycopg_error(error)) from error
         return cls(pool, conninfo, listen_url=listen_conninfo)
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     # ------------------------------------------------------------------------ statements
 
@@ -325,11 +310,6 @@ class PsycopgDriver:
                 await self._pool.putconn(connection)
 
     # ---------------------------------------------------------------------------- listen
-
-    def listen(self, *channels: str) -> NotificationStream:
-        """Listen on ``channels`` from a dedicated connection; see :class:`NotificationStream`."""
-        names = validate_channels(channels)
-        return NotificationStream(partial(self._open_listener, names), names)
 
     async def _open_listener(self, channels: Sequence[str]) -> ListenConnection:
         try:

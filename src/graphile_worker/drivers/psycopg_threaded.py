@@ -29,8 +29,8 @@ from psycopg.pq import TransactionStatus
 from psycopg_pool import ConnectionPool
 
 from ..errors import ConnectionLostError
-from ._common import as_connection_error, check_commit_status
-from ._listener import ListenConnection, NotificationStream, listen_statement, validate_channels
+from ._common import DriverBase, as_connection_error, check_commit_status
+from ._listener import ListenConnection, listen_statement
 from ._psycopg_common import (
     connection_kwargs,
     execute_script_sync,
@@ -48,10 +48,8 @@ from .base import AsyncExecutor, Notification, Params, Row
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
-    from types import TracebackType
 
     from psycopg import Connection
-    from typing_extensions import Self
 
 __all__ = ["CANCEL_GRACE_SECONDS", "PsycopgThreadedDriver"]
 
@@ -348,7 +346,7 @@ def _close_quietly(connection: Connection[Any]) -> None:
         logger.debug("error closing a connection: %s", error)
 
 
-class PsycopgThreadedDriver:
+class PsycopgThreadedDriver(DriverBase):
     """A :class:`~graphile_worker.drivers.DatabaseDriver` over sync psycopg, for any runtime.
 
     Open it with :func:`graphile_worker.drivers.create_driver` (``driver="psycopg-threaded"``)
@@ -411,17 +409,6 @@ class PsycopgThreadedDriver:
         )
         await anyio.to_thread.run_sync(_open_pool, pool, conninfo)
         return cls(pool, conninfo, cancel_grace=cancel_grace, listen_url=listen_conninfo)
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     # ------------------------------------------------------------------------ statements
 
@@ -531,11 +518,6 @@ class PsycopgThreadedDriver:
         self._pool.putconn(connection)
 
     # ---------------------------------------------------------------------------- listen
-
-    def listen(self, *channels: str) -> NotificationStream:
-        """Listen on ``channels`` from a dedicated connection; see :class:`NotificationStream`."""
-        names = validate_channels(channels)
-        return NotificationStream(partial(self._open_listener, names), names)
 
     async def _open_listener(self, channels: Sequence[str]) -> ListenConnection:
         guard = _Guard()
