@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Sequence
 
+from .depth import FULL_DEPTHS, QUICK_DEPTHS, depth_figures
 from .drain import drain_figures, processes_figures
 from .enqueue import enqueue_figures
 from .environment import (
@@ -25,11 +26,25 @@ from .environment import (
 )
 from .latency import latency_figures
 from .lifecycle import lifecycle_figures
+from .pairs import DEEP_PAIRS, DEPTH_PAIRS, Pair, parse_pair, short_pairs
 from .processes import node_available
 from .results import Report, progress
+from .serial import FULL_SERIAL_DEPTHS, QUICK_SERIAL_DEPTHS, serial_figures
+from .steady import FULL_SECONDS, QUICK_SECONDS, STEADY_RATES, steady_figures
 from .targets import evaluate, targets_table
 
-FIGURES = ("drain", "node", "raw", "latency", "enqueue", "lifecycle", "processes")
+FIGURES = (
+    "drain",
+    "node",
+    "raw",
+    "latency",
+    "enqueue",
+    "lifecycle",
+    "processes",
+    "depth",
+    "steady",
+    "serial",
+)
 """Names accepted by ``--only``, in the order the figures run."""
 
 FULL = {"jobs": 50_000, "runs": 3, "latency_jobs": 500, "single_calls": 2_000}
@@ -57,6 +72,20 @@ def _figure_list(text: str) -> list[str]:
     return names
 
 
+def _counts(text: str) -> list[int]:
+    values = [_positive(part.strip().replace("_", "")) for part in text.split(",") if part.strip()]
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, not {text!r}")
+    return values
+
+
+def _pairs(text: str) -> list[Pair]:
+    try:
+        return [parse_pair(part) for part in text.split(",") if part.strip()]
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def _setting(text: str) -> tuple[str, str]:
     name, equals, value = text.partition("=")
     if not equals or not name.strip():
@@ -69,7 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m tests.benchmarks",
         description=(
             "Benchmark graphile-worker for Python: drain rate against Node graphile-worker "
-            "and raw SQL, latency, enqueue rate, start/stop time and memory. Prints figures "
+            "and raw SQL, latency, enqueue rate, start/stop time and memory, and the drain "
+            "at depth on a dirty table, steady-state latency and a serial-queue mix "
+            "(depth, steady, serial). Prints figures "
             "(and BENCH_JSON lines); never asserts performance, but exits 1 when a worker "
             "crashes or a job is lost. Uses $DATABASE_URL's server when set, else a "
             "temporary PostgreSQL with durable settings (see BENCHMARKS.md)."
@@ -114,6 +145,53 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"add_job calls per run of the single-call rate (default {FULL['single_calls']:,})",
     )
     parser.add_argument(
+        "--depths",
+        type=_counts,
+        metavar="LIST",
+        help=(
+            "backlogs of the depth figure (default "
+            f"{','.join(map(str, FULL_DEPTHS))}; --quick: {','.join(map(str, QUICK_DEPTHS))})"
+        ),
+    )
+    parser.add_argument(
+        "--pairs",
+        type=_pairs,
+        metavar="LIST",
+        help=(
+            "driver/runtime pairs of the depth, steady and serial figures, such as "
+            "asyncpg/asyncio,psycopg-anyio/trio (default: every driver for depth, only asyncpg "
+            "and the trio drivers at 1M; asyncpg/asyncio and the best trio driver for the others)"
+        ),
+    )
+    parser.add_argument(
+        "--steady-rates",
+        type=_counts,
+        metavar="LIST",
+        help=(
+            "offered rates of the steady figure, jobs/s "
+            f"(default {','.join(map(str, STEADY_RATES))})"
+        ),
+    )
+    parser.add_argument(
+        "--steady-seconds",
+        type=_positive,
+        metavar="N",
+        help=(
+            f"seconds each steady run offers jobs (default {FULL_SECONDS}; "
+            f"--quick: {QUICK_SECONDS})"
+        ),
+    )
+    parser.add_argument(
+        "--serial-depths",
+        type=_counts,
+        metavar="LIST",
+        help=(
+            "backlogs of the serial-mix figure (default "
+            f"{','.join(map(str, FULL_SERIAL_DEPTHS))}; "
+            f"--quick: {','.join(map(str, QUICK_SERIAL_DEPTHS))})"
+        ),
+    )
+    parser.add_argument(
         "--json-out", metavar="FILE", help="also write every figure to FILE as JSON"
     )
     parser.add_argument(
@@ -132,8 +210,23 @@ def _sizes(arguments: argparse.Namespace) -> dict[str, int]:
     return {key: getattr(arguments, key) or default for key, default in base.items()}
 
 
+def _lists(arguments: argparse.Namespace) -> dict[str, list[int]]:
+    """The depth, steady and serial sizes: given, or the defaults of a full or quick run."""
+    quick = arguments.quick
+    return {
+        "depths": arguments.depths or list(QUICK_DEPTHS if quick else FULL_DEPTHS),
+        "steady_rates": arguments.steady_rates or list(STEADY_RATES),
+        "serial_depths": arguments.serial_depths
+        or list(QUICK_SERIAL_DEPTHS if quick else FULL_SERIAL_DEPTHS),
+    }
+
+
 def run(arguments: argparse.Namespace) -> int:
     sizes = _sizes(arguments)
+    lists = _lists(arguments)
+    steady_seconds = arguments.steady_seconds or (
+        QUICK_SECONDS if arguments.quick else FULL_SECONDS
+    )
     selected = arguments.only or list(FIGURES)
     report = Report()
     features = detect_features()
@@ -160,7 +253,14 @@ def run(arguments: argparse.Namespace) -> int:
                     or "(none)",
                     **{name: str(value) for name, value in features.library.items()},
                 },
-                "sizes": {**sizes, "quick": arguments.quick, "figures": ",".join(selected)},
+                "sizes": {
+                    **sizes,
+                    **{key: ",".join(map(str, values)) for key, values in lists.items()},
+                    "steady_seconds": steady_seconds,
+                    "pairs": ",".join(f"{d}/{r}" for d, r in arguments.pairs or ()) or "default",
+                    "quick": arguments.quick,
+                    "figures": ",".join(selected),
+                },
             }
         )
         node_for_comparisons = "" if node_reason is None else node_reason
@@ -197,6 +297,37 @@ def run(arguments: argparse.Namespace) -> int:
         if "lifecycle" in selected:
             lifecycle_figures(
                 report, server, features, runs=sizes["runs"], node=node_for_comparisons
+            )
+        if "depth" in selected:
+            depth_figures(
+                report,
+                server,
+                features,
+                depths=lists["depths"],
+                runs=sizes["runs"],
+                node=node_for_comparisons,
+                pairs=arguments.pairs or DEPTH_PAIRS,
+                deep_pairs=arguments.pairs or DEEP_PAIRS,
+            )
+        if "steady" in selected:
+            steady_figures(
+                report,
+                server,
+                features,
+                rates=lists["steady_rates"],
+                seconds=steady_seconds,
+                node=node_for_comparisons,
+                pairs=arguments.pairs or short_pairs(features),
+            )
+        if "serial" in selected:
+            serial_figures(
+                report,
+                server,
+                features,
+                depths=lists["serial_depths"],
+                runs=sizes["runs"],
+                node=node_for_comparisons,
+                pairs=arguments.pairs or short_pairs(features),
             )
     verdicts = evaluate(report)
     report.environment["load_average_at_end"] = load_average()

@@ -9,6 +9,8 @@
 //   completeJobBatchDelay, failJobBatchDelay   milliseconds (-1 disables batching)
 //   records          directory that receives <pid>.json when the runner stops
 //   latency          true: record each job's start time by id
+//   markEvery        N > 0: record the time of every Nth start (the depth figure's slices)
+//   sleepMs          milliseconds each job sleeps (0: a no-op job; the serial-mix figure)
 //
 // It prints "node runner ready" on stderr once run() has resolved, and stops gracefully on
 // SIGTERM or SIGINT, then writes its records (count, first and last start, in seconds since
@@ -32,6 +34,10 @@ let count = 0;
 let firstStart = null;
 let lastStart = null;
 const starts = {};
+const marks = [];
+const markEvery = config.markEvery ?? 0;
+const sleepMs = config.sleepMs ?? 0;
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 const taskList = {
   bench_noop: async (_payload, helpers) => {
@@ -40,6 +46,8 @@ const taskList = {
     lastStart = now;
     count += 1;
     if (config.latency) starts[String(helpers.job.id)] = now;
+    if (markEvery > 0 && count % markEvery === 0) marks.push([count, now]);
+    if (sleepMs > 0) await sleep(sleepMs);
   },
 };
 
@@ -71,6 +79,7 @@ const stop = async () => {
     first_start: firstStart,
     last_start: lastStart,
     starts: config.latency ? starts : {},
+    marks,
   };
   writeFileSync(`${target}.tmp`, JSON.stringify(record));
   renameSync(`${target}.tmp`, target);

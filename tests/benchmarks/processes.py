@@ -10,6 +10,7 @@ hanging it.
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import os
 import re
@@ -47,6 +48,7 @@ class WorkerConfig:
     runtime: str = "asyncio"
     concurrency: int = 24
     local_queue_size: int = 500
+    """0 or less: no local queue (the Python worker's default; Node's ``size: -1``)."""
     batch_delay_ms: int = 0
     processes: int = 1
     quiet: bool = True
@@ -62,6 +64,8 @@ class Records:
     first_start: float | None = None
     last_start: float | None = None
     starts: dict[str, float] = field(default_factory=dict)
+    marks: dict[int, float] = field(default_factory=dict)
+    """Start number -> time of that start, every ``mark_every`` starts (one process)."""
 
 
 def python_command(
@@ -84,10 +88,11 @@ def python_command(
     if quiet_flag:
         command.append("--quiet")
     wanted = [
-        ("--local-queue-size", str(config.local_queue_size)),
         ("--complete-job-batch-delay", str(config.batch_delay_ms)),
         ("--fail-job-batch-delay", str(config.batch_delay_ms)),
     ]
+    if config.local_queue_size > 0:
+        wanted.insert(0, ("--local-queue-size", str(config.local_queue_size)))
     for option, value in wanted:
         if features.has(option):
             command += [option, value]
@@ -123,12 +128,16 @@ class WorkerProcess:
         url: str,
         *,
         per_job_records: bool = False,
+        mark_every: int = 0,
+        sleep_ms: float = 0.0,
     ) -> None:
         self.config = config
         self.missing_options: list[str] = []
         self._records = Path(tempfile.mkdtemp(prefix="gwbench-records-"))
         env = {**os.environ, "GRAPHILE_WORKER_BENCH_RECORDS": str(self._records)}
         env["GRAPHILE_WORKER_BENCH_LATENCY"] = "1" if per_job_records else "0"
+        env["GRAPHILE_WORKER_BENCH_MARK_EVERY"] = str(mark_every)
+        env["GRAPHILE_WORKER_BENCH_SLEEP_MS"] = repr(sleep_ms)
         if config.implementation == "node":
             command = ["node", str(NODE_RUNNER)]
             env["GRAPHILE_WORKER_BENCH_NODE"] = json.dumps(
@@ -136,11 +145,15 @@ class WorkerProcess:
                     "packageDir": str(NODE_PACKAGE),
                     "connectionString": url,
                     "concurrency": config.concurrency,
-                    "localQueueSize": config.local_queue_size,
+                    "localQueueSize": (
+                        config.local_queue_size if config.local_queue_size > 0 else -1
+                    ),
                     "completeJobBatchDelay": config.batch_delay_ms,
                     "failJobBatchDelay": config.batch_delay_ms,
                     "records": str(self._records),
                     "latency": per_job_records,
+                    "markEvery": mark_every,
+                    "sleepMs": sleep_ms,
                 }
             )
             self._ready_pattern = NODE_READY
@@ -251,6 +264,11 @@ class WorkerProcess:
             record: dict[str, Any] = json.loads(path.read_text())
             total.count += record["count"]
             total.starts.update(record.get("starts") or {})
+            total.marks.update((int(count), at) for count, at in record.get("marks") or ())
+            with contextlib.suppress(FileNotFoundError):
+                for line in path.with_suffix(".starts").read_text().splitlines():
+                    job_id, _, start = line.partition(" ")
+                    total.starts[job_id] = float(start)
             first, last = record.get("first_start"), record.get("last_start")
             if first is not None:
                 total.first_start = (

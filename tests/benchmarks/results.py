@@ -9,6 +9,7 @@ reason, and counts as neither success nor failure.
 from __future__ import annotations
 
 import json
+import re
 import statistics
 import sys
 from collections.abc import Sequence
@@ -91,6 +92,10 @@ def format_value(value: float, unit: str) -> str:
         return f"{value:.2f} ms"
     if unit == "MiB":
         return f"{value:.1f} MiB"
+    if unit == "µs/job":
+        return f"{value:.1f} µs/job"
+    if unit == "jobs":
+        return f"{value:,.0f} jobs"
     return f"{value:g} {unit}"
 
 
@@ -122,6 +127,14 @@ class Report:
             if candidate.figure == figure and candidate.name == name and candidate.runs:
                 return candidate
         return None
+
+    def matching(self, figure: str, pattern: re.Pattern[str]) -> list[Figure]:
+        """Measured figures of ``figure`` whose name starts with a match of ``pattern``."""
+        return [
+            candidate
+            for candidate in self.figures
+            if candidate.figure == figure and candidate.runs and pattern.match(candidate.name)
+        ]
 
     def summary_table(self) -> str:
         """Every figure as a Markdown table (pasted as it is into BENCHMARKS.md)."""
