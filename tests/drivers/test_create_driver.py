@@ -32,7 +32,7 @@ def _run_python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
 class TestChoosingADriver:
     async def test_auto_matches_the_runtime(self, anyio_backend: str, database_url: str) -> None:
         async with create_driver(database_url) as driver:
-            expected = "AsyncpgDriver" if anyio_backend == "asyncio" else "PsycopgThreadedDriver"
+            expected = "AsyncpgDriver" if anyio_backend == "asyncio" else "PsycopgAnyioDriver"
             assert type(driver).__name__ == expected
             assert await driver.fetchval("select 1") == 1
 
@@ -197,7 +197,7 @@ class TestOptionalPackages:
         lines = result.stdout.splitlines()
         assert lines[0].startswith("unavailable:")
         assert "pip install 'graphile-worker[asyncpg]'" in lines[0]
-        assert lines[1] == "auto: PsycopgThreadedDriver"
+        assert lines[1] == "auto: PsycopgAnyioDriver"
 
     def test_nothing_installed_for_trio(self, database_url: str) -> None:
         result = _run_python(

@@ -85,7 +85,7 @@ driver_option: Callable[[F], F] = click.option(
     type=click.Choice(DRIVER_NAMES),
     default="auto",
     show_default=True,
-    help="Database driver; 'auto' picks asyncpg when installed, else threaded psycopg.",
+    help="Database driver; 'auto' picks asyncpg when installed, else psycopg-anyio.",
 )
 
 

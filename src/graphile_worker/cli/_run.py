@@ -142,7 +142,7 @@ __all__ = ["run_command"]
     default="asyncio",
     show_default=True,
     help="Async runtime to run on: uvloop is asyncio on uvloop's event loop (pip install "
-    "uvloop); trio uses the threaded psycopg driver.",
+    "uvloop). On trio the default driver is psycopg-anyio.",
 )
 def run_command(
     connection: str | None,

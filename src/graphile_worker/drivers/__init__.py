@@ -7,7 +7,7 @@
 ``"psycopg"``             asyncio          psycopg 3 ``AsyncConnectionPool``
 ``"psycopg-threaded"``    asyncio, trio    sync psycopg pool, each call in a worker thread
 ``"psycopg-anyio"``       asyncio, trio    libpq driven on the event loop, no thread
-``"auto"``                either           asyncpg on asyncio when installed, else threaded
+``"auto"``                either           asyncpg on asyncio when installed, else psycopg-anyio
 ========================  ===============  ==================================================
 
 Open one with :func:`create_driver`, either awaited or as an async context manager::
@@ -138,7 +138,7 @@ def create_driver(
         url: ``postgresql://``, ``postgres://`` or a SQLAlchemy URL such as
             ``postgresql+asyncpg://``; ``None`` reads ``$DATABASE_URL``.
         driver: one of :data:`DRIVER_NAMES`; ``"auto"`` picks asyncpg on asyncio when it is
-            installed and the threaded psycopg driver otherwise (always on trio).
+            installed and ``psycopg-anyio`` otherwise (always on trio).
         min_size: connections opened at once and kept open.
         max_size: most connections open at the same time (``LISTEN`` uses one more).
         prepared_statements: ``False`` when connecting through PgBouncer in transaction
@@ -232,8 +232,9 @@ def _resolve_name(name: str) -> str:
     if name == "auto":
         if runtime == "asyncio" and _installed("asyncpg"):
             return "asyncpg"
-        name = "psycopg-threaded"
-        if not _installed("psycopg", "psycopg_pool"):
+        # Faster than the threaded driver on both runtimes (BENCHMARKS.md), with no thread.
+        name = "psycopg-anyio"
+        if not _installed("psycopg"):
             hint = (
                 "pip install 'graphile-worker[asyncpg]' or 'graphile-worker[psycopg]'"
                 if runtime == "asyncio"
