@@ -89,11 +89,13 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def typing(session: nox.Session) -> None:
-    """mypy --strict over src, then pyright's type-completeness report for the package.
+    """mypy --strict over src and tests/typing, then pyright's type-completeness report.
 
-    ``pyright --verifytypes`` prints the completeness score and exits non-zero when it
-    reports errors (public symbols whose type it cannot determine), which fails the session.
+    ``tests/typing/api.py`` uses the public API as an application would, so a signature
+    change that breaks users fails here. ``pyright --verifytypes`` prints the completeness
+    score and exits non-zero when it reports errors (public symbols whose type it cannot
+    determine), which fails the session.
     """
     install_project(session, MYPY, PYRIGHT)
-    session.run("mypy", "--strict", "src")
+    session.run("mypy", "--strict", "src", "tests/typing")
     session.run("pyright", "--verifytypes", "graphile_worker", "--ignoreexternal")

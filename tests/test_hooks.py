@@ -29,7 +29,6 @@ from graphile_worker.hooks import (
     Failed,
     FailRun,
     FailSchedule,
-    Hooks,
     JobComplete,
     JobFail,
     JobFetch,
@@ -51,6 +50,7 @@ from graphile_worker.hooks import (
     WorkerShutdown,
     WorkerStart,
 )
+from graphile_worker.hooks._dispatch import Hooks
 from graphile_worker.spec import JSON, Job, JobSpec
 
 pytestmark = pytest.mark.anyio

@@ -10,17 +10,10 @@ from typing import Any, ClassVar
 
 import pytest
 
+from graphile_worker._payload import identifier_of, payload_to_json, prepare_job
 from graphile_worker.errors import ConfigurationError, InvalidJobSpecError
-from graphile_worker.spec import (
-    Job,
-    JobKeyMode,
-    JobSpec,
-    TypedPayload,
-    identifier_of,
-    job_reader,
-    payload_to_json,
-    prepare_job,
-)
+from graphile_worker.spec import Job, JobKeyMode, JobSpec, TypedPayload
+from graphile_worker.sql._job_reader import job_reader
 
 NOW = datetime(2030, 1, 2, 3, 4, 5, 678901, tzinfo=timezone.utc)
 

@@ -23,6 +23,7 @@ import anyio.lowlevel
 import pytest
 import sniffio
 
+from graphile_worker._payload import payload_to_json
 from graphile_worker.errors import (
     BatchFailedError,
     ConfigurationError,
@@ -30,7 +31,7 @@ from graphile_worker.errors import (
     PayloadDecodeError,
     TaskDefinitionError,
 )
-from graphile_worker.spec import JSON, payload_to_json
+from graphile_worker.spec import JSON
 from graphile_worker.task import (
     BatchResult,
     Task,

@@ -18,6 +18,7 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
+from graphile_worker._payload import PreparedJob, prepare_job
 from graphile_worker.drivers.base import AsyncExecutor, Params, Row
 from graphile_worker.errors import (
     ConfigurationError,
@@ -25,7 +26,7 @@ from graphile_worker.errors import (
     InvalidSchemaNameError,
     QueryError,
 )
-from graphile_worker.spec import CleanupTask, Job, JobKeyMode, JobSpec, PreparedJob, prepare_job
+from graphile_worker.spec import CleanupTask, Job, JobKeyMode, JobSpec
 from graphile_worker.sql.jobs import order_like_specs
 from graphile_worker.utils import SyncWorkerUtils, WorkerUtils
 from tests.migrations.node import apply_node_migrations

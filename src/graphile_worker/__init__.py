@@ -43,7 +43,7 @@ from .errors import (
     UnknownTaskError,
     UnsupportedPostgresVersionError,
 )
-from .hooks import Hooks, Observer, Plugin
+from .hooks import Observer, Plugin
 from .migrations import LATEST_MIGRATION, MigrationReport, migrate, migrate_sync
 from .spec import JSON, CleanupTask, Job, JobKeyMode, JobSpec, TypedPayload
 from .task import BatchResult, Task, TaskRegistry, load_tasks, task
@@ -110,7 +110,6 @@ __all__ = [
     "DriverUnavailableError",
     "GraphileWorkerError",
     "HookError",
-    "Hooks",
     "IncompatibleSchemaError",
     "InvalidJobSpecError",
     "InvalidSchemaNameError",

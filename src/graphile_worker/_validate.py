@@ -17,6 +17,7 @@ A check returns the value it accepted, typed.
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
+from datetime import datetime
 from typing import Final, TypeAlias, TypeVar
 
 from .errors import ConfigurationError
@@ -27,6 +28,7 @@ __all__ = [
     "SMALLINT_MAX",
     "SMALLINT_MIN",
     "ErrorType",
+    "check_aware_datetime",
     "check_encodable",
     "check_flags",
     "check_job_key",
@@ -172,6 +174,22 @@ def check_flags(value: object, *, name: str = "flags", error: ErrorType) -> froz
             )
         check_encodable(f"{name} item", flag, error=error)
     return frozenset(value)
+
+
+def check_aware_datetime(name: str, value: object, *, error: ErrorType) -> datetime:
+    """``value`` if it is a timezone-aware :class:`~datetime.datetime`.
+
+    A naive datetime would be read in the *server's* time zone, which silently shifts jobs
+    by hours when client and server disagree.
+    """
+    if not isinstance(value, datetime):
+        raise error(f"{name} must be a datetime, not {type(value).__name__} ({value!r})")
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise error(
+            f"{name} {value!r} is a naive datetime; give it a time zone, for example "
+            "datetime.now(timezone.utc)"
+        )
+    return value
 
 
 def _plain(value: object) -> object:

@@ -20,8 +20,8 @@ if TYPE_CHECKING:
     from .drivers.base import AsyncExecutor
     from .spec import Job, JobSpec, TypedPayload
 
-    # For annotations only: utils sits above this module, but it imports nothing of task,
-    # hooks or worker, so naming its types here closes no cycle.
+    # utils sits below this module (it knows nothing of tasks, hooks or the worker); its
+    # types are only named in annotations, so importing the context stays cheap.
     from .utils import AsyncBind, JobInput, WorkerUtils
 
 __all__ = ["WorkerContext"]

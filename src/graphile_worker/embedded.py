@@ -297,10 +297,11 @@ class Cluster:
                 "creating and dropping databases needs psycopg; "
                 "run `pip install 'graphile-worker[psycopg]'`"
             ) from error
-        from .drivers._psycopg_common import translate_psycopg_errors
+        from .drivers._errors import map_exceptions
+        from .drivers._psycopg_common import PSYCOPG_ERRORS
 
         with (
-            translate_psycopg_errors(),
+            map_exceptions(PSYCOPG_ERRORS),
             psycopg.connect(self.admin_url, autocommit=True) as connection,
         ):
             yield connection

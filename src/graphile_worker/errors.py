@@ -39,6 +39,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from ._error_text import error_text
+
 __all__ = [
     "BatchFailedError",
     "ConfigurationError",
@@ -63,7 +65,6 @@ __all__ = [
     "UniqueViolationError",
     "UnknownTaskError",
     "UnsupportedPostgresVersionError",
-    "error_text",
 ]
 
 
@@ -204,15 +205,6 @@ class HookError(JobError):
 
 class JobAbortedError(JobError):
     """The job was cancelled because the worker shut down before it finished."""
-
-
-def error_text(error: BaseException) -> str:
-    """The text recorded as a job's ``last_error``: the message, else the class name.
-
-    Node records the error's message (or its string form when the message is empty); an
-    empty ``str()`` is common for Python exceptions, so the class name stands in for it.
-    """
-    return str(error) or type(error).__name__
 
 
 class BatchFailedError(JobError):

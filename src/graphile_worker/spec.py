@@ -1,7 +1,7 @@
 """Value types for adding and reading jobs: :class:`JobSpec`, :class:`JobKeyMode`, :class:`Job`.
 
-Everything here is plain data and pure functions. A :class:`JobSpec` checks itself when it is
-built and :func:`payload_to_json` checks the payload, so a job that PostgreSQL would reject
+Everything here is plain data. A :class:`JobSpec` checks itself when it is built and the
+payload is checked when the job is added, so a job that PostgreSQL would reject
 (or silently truncate) fails with :class:`~graphile_worker.InvalidJobSpecError` before any
 SQL runs. The limits mirror the columns of Node graphile-worker's schema (migration 11 and
 later): ``smallint`` priority and ``max_attempts``, job keys of at most 512 characters, task
@@ -11,13 +11,13 @@ identifiers and queue names of at most 128.
 from __future__ import annotations
 
 import dataclasses
-import json
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping
 from datetime import datetime
 from enum import Enum
 from typing import Any, ClassVar, Literal, Protocol, TypeAlias, runtime_checkable
 
 from ._validate import (
+    check_aware_datetime,
     check_flags,
     check_job_key,
     check_job_key_mode,
@@ -25,7 +25,6 @@ from ._validate import (
     check_mode_has_key,
     check_priority,
     check_queue_name,
-    check_task_identifier,
 )
 from .errors import InvalidJobSpecError
 
@@ -36,18 +35,11 @@ __all__ = [
     "JobKeyMode",
     "JobKeyModeName",
     "JobSpec",
-    "PreparedJob",
     "TypedPayload",
-    "identifier_of",
-    "payload_to_json",
-    "prepare_job",
-    "validate_task_identifier",
 ]
 
 JSON: TypeAlias = dict[str, "JSON"] | list["JSON"] | str | int | float | bool | None
 """A decoded JSON value, as payloads come back from the database."""
-
-DEFAULT_MAX_ATTEMPTS = 25
 
 
 class JobKeyMode(str, Enum):
@@ -99,30 +91,6 @@ class TypedPayload(Protocol):
     IDENTIFIER: ClassVar[str]
 
 
-def _fail(message: str) -> InvalidJobSpecError:
-    return InvalidJobSpecError(message)
-
-
-def check_aware_datetime(name: str, value: object) -> None:
-    """Refuse anything but a timezone-aware :class:`~datetime.datetime`.
-
-    A naive datetime would be read in the *server's* time zone, which silently shifts jobs
-    by hours when client and server disagree.
-    """
-    if not isinstance(value, datetime):
-        raise _fail(f"{name} must be a datetime, not {type(value).__name__} ({value!r})")
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise _fail(
-            f"{name} {value!r} is a naive datetime; give it a time zone, for example "
-            "datetime.now(timezone.utc)"
-        )
-
-
-def validate_task_identifier(identifier: object) -> str:
-    """Return ``identifier`` if it can name a task, else raise InvalidJobSpecError."""
-    return check_task_identifier(identifier, error=InvalidJobSpecError)
-
-
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class JobSpec:
     """How and when to run a job; every field is optional (Node's ``TaskSpec``).
@@ -156,7 +124,7 @@ class JobSpec:
         if self.queue_name is not None:
             check_queue_name(self.queue_name, error=error)
         if self.run_at is not None:
-            check_aware_datetime("run_at", self.run_at)
+            check_aware_datetime("run_at", self.run_at, error=error)
         if self.max_attempts is not None:
             check_max_attempts(self.max_attempts, error=error)
         if self.priority is not None:
@@ -169,95 +137,6 @@ class JobSpec:
             check_mode_has_key(mode, self.job_key, error=error)
         if self.flags is not None:
             object.__setattr__(self, "flags", check_flags(self.flags, error=error))
-
-
-DEFAULT_SPEC = JobSpec()
-
-
-# ----------------------------------------------------------------------------------- payloads
-
-
-def _to_jsonable(value: object) -> object:
-    """``json.dumps`` hook: turn dataclasses, pydantic models and mappings into dicts."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {field.name: getattr(value, field.name) for field in dataclasses.fields(value)}
-    model_dump = getattr(value, "model_dump", None)
-    if callable(model_dump) and not isinstance(value, type):
-        # pydantic v2 (duck-typed, so pydantic stays optional); mode="json" turns datetimes,
-        # UUIDs and the like into the strings the model's own serialisers choose.
-        return model_dump(mode="json")
-    if isinstance(value, Mapping):
-        return dict(value)
-    raise _fail(
-        f"payload contains a {type(value).__module__}.{type(value).__qualname__} "
-        f"({value!r:.80}), which cannot be converted to JSON; convert it to a str, number, "
-        "list or dict (or use a dataclass or pydantic model) first"
-    )
-
-
-def payload_to_json(payload: object) -> str:
-    """Serialise a job payload to JSON text for the ``json`` payload column.
-
-    ``None`` becomes ``{}``, as in Node (``JSON.stringify(payload ?? {})``). Dataclasses
-    and pydantic models (anything with ``model_dump``) become objects, also when nested.
-    NaN and infinities are refused because PostgreSQL's ``json`` type rejects them.
-
-    Raises:
-        InvalidJobSpecError: the payload (or something inside it) cannot be represented.
-    """
-    if payload is None:
-        return "{}"
-    try:
-        text = json.dumps(
-            payload,
-            default=_to_jsonable,
-            allow_nan=False,
-            ensure_ascii=False,
-            separators=(",", ":"),
-        )
-    except InvalidJobSpecError:
-        raise
-    except ValueError as error:
-        # allow_nan=False and circular references both raise ValueError.
-        raise _fail(f"payload cannot be sent as JSON: {error}") from error
-    except TypeError as error:
-        # e.g. a dict key that is a tuple.
-        raise _fail(f"payload cannot be sent as JSON: {error}") from error
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as error:
-        raise _fail(
-            "payload contains a lone surrogate character that cannot be encoded as UTF-8"
-        ) from error
-    return text
-
-
-def identifier_of(payload: object) -> str | None:
-    """The task identifier a typed payload declares, or ``None`` for a plain payload."""
-    identifier = getattr(type(payload), "IDENTIFIER", None)
-    if identifier is None:
-        return None
-    return validate_task_identifier(identifier)
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class PreparedJob:
-    """A job ready to bind: checked identifier, serialised payload and its spec."""
-
-    identifier: str
-    payload_json: str
-    spec: JobSpec
-
-
-def prepare_job(identifier: str, payload: object, spec: JobSpec | None) -> PreparedJob:
-    """Check and serialise one job; the single place all ``add_job`` variants go through."""
-    if spec is not None and not isinstance(spec, JobSpec):
-        raise _fail(f"spec must be a JobSpec, not {type(spec).__name__} ({spec!r:.80})")
-    return PreparedJob(
-        identifier=validate_task_identifier(identifier),
-        payload_json=payload_to_json(payload),
-        spec=spec if spec is not None else DEFAULT_SPEC,
-    )
 
 
 # ---------------------------------------------------------------------------------------- jobs
@@ -329,39 +208,3 @@ class Job:
     def is_permanently_failed(self) -> bool:
         """Whether every attempt was used, so no worker will run the job again."""
         return self.attempts >= self.max_attempts
-
-
-_NO_FLAGS: frozenset[str] = frozenset()
-
-
-def job_reader(columns: Sequence[str]) -> Callable[[Sequence[Any]], Job]:
-    """A decoder for rows that hold exactly :class:`Job`'s fields, in ``columns`` order.
-
-    The worker decodes every row it claims, and the dataclass ``__init__`` of a frozen
-    class (keyword arguments, then one ``object.__setattr__`` call per field) was the
-    largest part of that. The claim statement returns every field already in its Python
-    type except ``flags``, so the reader fills the slots directly: the result is the same
-    :class:`Job`, equal to what :meth:`Job.from_row` builds from the same row.
-
-    Raises:
-        ValueError: ``columns`` is not a permutation of the field names.
-    """
-    fields = [field.name for field in dataclasses.fields(Job)]
-    if sorted(columns) != sorted(fields):
-        raise ValueError(f"columns {list(columns)!r} must name each field of Job once: {fields!r}")
-    # A slotted class keeps each field in a member descriptor; its __set__ is what
-    # object.__setattr__ ends up calling, minus the attribute lookup.
-    setters = tuple(getattr(Job, name).__set__ for name in columns)
-    set_flags = getattr(Job, "flags").__set__  # noqa: B009 - the descriptor, not a value
-    flags_at = list(columns).index("flags")
-    new = object.__new__
-
-    def read(values: Sequence[Any]) -> Job:
-        job: Job = new(Job)
-        for set_field, value in zip(setters, values, strict=True):
-            set_field(job, value)
-        flags = values[flags_at]
-        set_flags(job, frozenset(flags) if flags else _NO_FLAGS)
-        return job
-
-    return read

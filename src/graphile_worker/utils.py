@@ -1,10 +1,10 @@
 """Add and administer jobs from application code: :class:`WorkerUtils` and :class:`SyncWorkerUtils`.
 
 The two classes are thin twins over :class:`_UtilsBase`, which checks arguments and builds
-each call as an :data:`~graphile_worker.drivers.base.Operation` (from
+each call as an :data:`~graphile_worker.sql._statement.Operation` (from
 :mod:`graphile_worker.sql.jobs` and :mod:`graphile_worker.sql.maintenance`). A twin's method
-only hands that operation to :func:`~graphile_worker.drivers.base.run_async` or
-:func:`~graphile_worker.drivers.base.run_sync`, so the async and sync APIs cannot drift.
+only hands that operation to :func:`~graphile_worker.sql._statement.run_async` or
+:func:`~graphile_worker.sql._statement.run_sync`, so the async and sync APIs cannot drift.
 
 Either twin runs over something the caller already has, in the caller's transaction:
 an async driver or executor, a SQLAlchemy ``AsyncConnection``/``AsyncSession`` (async);
@@ -20,28 +20,15 @@ import sys
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeAlias, Union, cast, overload
 
-from .drivers.base import (
-    AsyncExecutor,
-    DatabaseDriver,
-    Operation,
-    SyncExecutor,
-    run_async,
-    run_sync,
-)
+from ._payload import PreparedJob, identifier_of, prepare_job
+from ._validate import check_task_identifier
+from .drivers.base import AsyncExecutor, DatabaseDriver, SyncExecutor
 from .errors import ConfigurationError, InvalidJobSpecError
 from .migrations import MigrationReport, migrate, migrate_sync
-from .spec import (
-    CleanupTask,
-    Job,
-    JobSpec,
-    PreparedJob,
-    TypedPayload,
-    identifier_of,
-    prepare_job,
-    validate_task_identifier,
-)
+from .spec import CleanupTask, Job, JobSpec, TypedPayload
 from .sql import DEFAULT_SCHEMA, maintenance, quote_identifier
 from .sql import jobs as jobs_sql
+from .sql._statement import Operation, run_async, run_sync
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -169,7 +156,7 @@ def _prepare_batch(entries: Iterable[JobInput]) -> jobs_sql.JobBatch:
                 else:
                     raise _Unusual
                 if identifier not in checked:
-                    validate_task_identifier(identifier)
+                    check_task_identifier(identifier, error=InvalidJobSpecError)
                     checked.add(identifier)
             elif isinstance(entry, str):
                 raise _Unusual
@@ -539,11 +526,12 @@ class SyncWorkerUtils(_UtilsBase):
             raise DriverUnavailableError(
                 "SyncWorkerUtils.connect needs psycopg; install graphile-worker[psycopg]"
             ) from error
-        from .drivers._psycopg_common import translate_psycopg_errors
+        from .drivers._errors import map_exceptions
+        from .drivers._psycopg_common import PSYCOPG_ERRORS
         from .drivers._url import resolve_url
 
         resolved = resolve_url(url)
-        with translate_psycopg_errors():
+        with map_exceptions(PSYCOPG_ERRORS):
             connection = psycopg.connect(resolved, autocommit=True)
         utils = cls(connection, schema=schema)
         utils._owned_connection = connection

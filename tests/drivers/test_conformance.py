@@ -15,7 +15,6 @@ import anyio
 import pytest
 
 from graphile_worker.drivers import AsyncExecutor, DatabaseDriver, Notification, create_driver
-from graphile_worker.drivers.base import fetch_values
 from graphile_worker.errors import (
     ConfigurationError,
     ConnectionLostError,
@@ -24,6 +23,7 @@ from graphile_worker.errors import (
     QueryError,
     UniqueViolationError,
 )
+from graphile_worker.sql._statement import fetch_values
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable

@@ -37,7 +37,7 @@ from graphile_worker.migrations import (
 )
 from graphile_worker.utils import SyncWorkerUtils
 from tests.alembic.project import create_user_project
-from tests.migrations.catalog import Snapshot, catalog_snapshot, diff_catalogs
+from tests.migrations.catalog import EXTENSION_OBJECTS, Snapshot, catalog_snapshot, diff_catalogs
 from tests.migrations.node import apply_node_migrations
 
 from .conftest import DEFAULT_SCHEMA
@@ -50,8 +50,6 @@ pytestmark = [pytest.mark.anyio, pytest.mark.node]
 ALL_IDS = list(range(1, LATEST_MIGRATION + 1))
 OLD_RELEASE_LATEST = 10
 """graphile-worker 0.13.0 ships migrations 1..10."""
-EXTENSION_LEDGER = "_pyworker_migrations"
-"""Our own ledger (objects Node does not have); left out of catalog comparisons."""
 
 LedgerRow = tuple[int, bool | None, datetime]
 
@@ -86,7 +84,8 @@ def ids_and_flags(rows: list[LedgerRow]) -> list[tuple[int, bool | None]]:
 
 
 def snapshot(connection: psycopg.Connection[Any], schema: str) -> Snapshot:
-    return catalog_snapshot(connection, schema, exclude=[EXTENSION_LEDGER])
+    """The schema as Node sees it: our own objects (ledger, queue-order index) left out."""
+    return catalog_snapshot(connection, schema, exclude=EXTENSION_OBJECTS)
 
 
 def assert_node_accepts(

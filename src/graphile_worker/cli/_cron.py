@@ -150,7 +150,7 @@ def check_command(file: Path, after: str | None, count: int) -> None:
 
 async def _known(connection: str | None, schema: str, driver: str) -> list[KnownCrontab]:
     from ..drivers import create_driver
-    from ..drivers.base import perform_async
+    from ..sql._statement import perform_async
     from ..sql.cron import bind_known_crontabs, decode_known_crontabs
 
     async with create_driver(connection, driver=driver, max_size=1) as database:

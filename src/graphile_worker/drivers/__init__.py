@@ -30,28 +30,14 @@ them in SQL (``CAST(:payload AS jsonb)``); ``json``/``jsonb`` columns come back 
 from __future__ import annotations
 
 import importlib
-import importlib.util
-from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ConfigurationError, DriverUnavailableError
+from ..errors import ConfigurationError
+from ._opener import DRIVER_NAMES, DriverOpener, canonical_driver_name
 from ._url import normalize_url, resolve_url
-from .base import (
-    AsyncExecutor,
-    DatabaseDriver,
-    Notification,
-    Operation,
-    Params,
-    Row,
-    Statement,
-    SyncExecutor,
-    run_async,
-    run_sync,
-)
+from .base import AsyncExecutor, DatabaseDriver, Notification, Params, Row, SyncExecutor
 
 if TYPE_CHECKING:
-    from types import TracebackType
-
     from ._psycopg_common import PsycopgSyncExecutor as PsycopgSyncExecutor
     from .asyncpg import AsyncpgDriver as AsyncpgDriver
     from .psycopg import PsycopgDriver as PsycopgDriver
@@ -62,41 +48,12 @@ __all__ = [
     "DRIVER_NAMES",
     "AsyncExecutor",
     "DatabaseDriver",
-    "DriverOpener",
     "Notification",
-    "Operation",
     "Params",
     "Row",
-    "Statement",
     "SyncExecutor",
     "create_driver",
-    "run_async",
-    "run_sync",
 ]
-
-DRIVER_NAMES = ("auto", "asyncpg", "psycopg", "psycopg-threaded", "psycopg-anyio")
-"""Accepted values of ``create_driver(driver=...)`` (``psycopg_threaded`` and
-``psycopg_anyio`` also work)."""
-
-# name -> (module, class, packages it imports, pip extra, runtimes it supports)
-_IMPLEMENTATIONS: dict[str, tuple[str, str, tuple[str, ...], str, tuple[str, ...]]] = {
-    "asyncpg": ("asyncpg", "AsyncpgDriver", ("asyncpg",), "asyncpg", ("asyncio",)),
-    "psycopg": ("psycopg", "PsycopgDriver", ("psycopg", "psycopg_pool"), "psycopg", ("asyncio",)),
-    "psycopg-threaded": (
-        "psycopg_threaded",
-        "PsycopgThreadedDriver",
-        ("psycopg", "psycopg_pool"),
-        "psycopg",
-        ("asyncio", "trio"),
-    ),
-    "psycopg-anyio": (
-        "psycopg_anyio",
-        "PsycopgAnyioDriver",
-        ("psycopg",),
-        "psycopg",
-        ("asyncio", "trio"),
-    ),
-}
 
 # Lazily exported names: attribute -> (module, attribute).
 _LAZY = {
@@ -133,6 +90,7 @@ def create_driver(
 
     Await the result to get an open :class:`DatabaseDriver` (close it with ``aclose()``),
     or use it as ``async with create_driver(...) as driver:``, which closes it on exit.
+    The result is only for that: annotate variables with :class:`DatabaseDriver`.
 
     Args:
         url: ``postgresql://``, ``postgres://`` or a SQLAlchemy URL such as
@@ -153,7 +111,7 @@ def create_driver(
             current async runtime.
         ConnectionLostError: the server cannot be reached (raised when awaited).
     """
-    name = _canonical_name(driver)
+    name = canonical_driver_name(driver)
     conninfo = resolve_url(url)
     options: dict[str, Any] = {"prepared_statements": prepared_statements}
     if listen_url is not None:
@@ -167,106 +125,3 @@ def create_driver(
             f"max_size must be at least 1 and at least min_size ({min_size}), got {max_size}"
         )
     return DriverOpener(name, conninfo, {"min_size": min_size, "max_size": max_size, **options})
-
-
-class DriverOpener:
-    """What :func:`create_driver` returns: awaitable, and an async context manager."""
-
-    __slots__ = ("_driver", "_name", "_options", "_url")
-
-    def __init__(self, name: str, url: str, options: dict[str, Any]) -> None:
-        self._name = name
-        self._url = url
-        self._options = options
-        self._driver: DatabaseDriver | None = None
-
-    def __await__(self) -> Generator[Any, None, DatabaseDriver]:
-        return self._open().__await__()
-
-    async def _open(self) -> DatabaseDriver:
-        implementation = _load(_resolve_name(self._name))
-        opened: DatabaseDriver = await implementation.open(self._url, **self._options)
-        return opened
-
-    async def __aenter__(self) -> DatabaseDriver:
-        if self._driver is not None:
-            raise RuntimeError("this create_driver(...) result is already in use")
-        self._driver = await self._open()
-        return self._driver
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        opened, self._driver = self._driver, None
-        if opened is not None:
-            await opened.aclose()
-
-
-def _canonical_name(driver: str) -> str:
-    name = driver.strip().lower().replace("_", "-") if isinstance(driver, str) else driver
-    if name not in DRIVER_NAMES:
-        raise ConfigurationError(
-            f"unknown driver {driver!r}; choose one of {', '.join(map(repr, DRIVER_NAMES))}"
-        )
-    return str(name)
-
-
-def _current_runtime() -> str:
-    """Name of the async library running this task: ``"asyncio"`` or ``"trio"``."""
-    import sniffio  # a dependency of ours (and of trio); tiny, so loaded on demand
-
-    try:
-        return sniffio.current_async_library()
-    except sniffio.AsyncLibraryNotFoundError:
-        raise ConfigurationError(
-            "create_driver() must be awaited inside a running asyncio or trio event loop"
-        ) from None
-
-
-def _resolve_name(name: str) -> str:
-    """Turn ``"auto"`` into a driver name and check the driver suits the runtime."""
-    runtime = _current_runtime()
-    if name == "auto":
-        if runtime == "asyncio" and _installed("asyncpg"):
-            return "asyncpg"
-        # Faster than the threaded driver on both runtimes (BENCHMARKS.md), with no thread.
-        name = "psycopg-anyio"
-        if not _installed("psycopg"):
-            hint = (
-                "pip install 'graphile-worker[asyncpg]' or 'graphile-worker[psycopg]'"
-                if runtime == "asyncio"
-                else "pip install 'graphile-worker[psycopg]'"
-            )
-            raise DriverUnavailableError(f"no database driver is installed for {runtime}; {hint}")
-    runtimes = _IMPLEMENTATIONS[name][4]
-    if runtime not in runtimes:
-        usable = [n for n, spec in _IMPLEMENTATIONS.items() if runtime in spec[4]]
-        raise DriverUnavailableError(
-            f"the {name!r} driver runs on {' and '.join(runtimes)} only, but this code runs "
-            f"on {runtime}; use driver={usable[0]!r} (or 'auto'), which supports {runtime}"
-        )
-    return name
-
-
-def _installed(*packages: str) -> bool:
-    return all(importlib.util.find_spec(package) is not None for package in packages)
-
-
-def _load(name: str) -> Any:
-    """The driver class for ``name``, importing its module (and package) now."""
-    module_name, class_name, packages, extra, _ = _IMPLEMENTATIONS[name]
-    try:
-        module = importlib.import_module(f"{__name__}.{module_name}")
-    except ImportError as error:
-        if error.name not in packages and not any(
-            (error.name or "").startswith(package + ".") for package in packages
-        ):
-            raise
-        raise DriverUnavailableError(
-            f"the {name!r} driver needs the {error.name!r} package; "
-            f"pip install 'graphile-worker[{extra}]'"
-        ) from error
-    return getattr(module, class_name)

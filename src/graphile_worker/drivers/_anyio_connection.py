@@ -33,7 +33,8 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo, timeout_from_conni
 from ..errors import ConnectionLostError, GraphileWorkerError, QueryError
 from ..sql import to_numbered
 from ._anyio_waiting import cancel_query, wait, wait_connection
-from ._common import as_connection_error, numbered_values
+from ._common import numbered_values
+from ._errors import as_connection_error
 from ._prepared import PreparedStatements, StatementKey, went_stale
 from ._psycopg_common import to_notification, translate_psycopg_error, use_fast_json
 from .base import Notification, Params, Row

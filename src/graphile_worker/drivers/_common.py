@@ -6,13 +6,7 @@ from collections.abc import Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from ..errors import (
-    ConfigurationError,
-    ConnectionLostError,
-    DatabaseError,
-    GraphileWorkerError,
-    QueryError,
-)
+from ..errors import ConfigurationError, QueryError
 from ._listener import ListenConnection, NotificationStream, validate_channels
 
 if TYPE_CHECKING:
@@ -20,9 +14,9 @@ if TYPE_CHECKING:
 
     from typing_extensions import Self
 
-    from .base import Params
+    from ..sql._statement import Params
 
-__all__ = ["DriverBase", "as_connection_error", "check_commit_status", "numbered_values"]
+__all__ = ["DriverBase", "check_commit_status", "numbered_values"]
 
 # SQLSTATE in_failed_sql_transaction: what PostgreSQL reports for statements sent after a
 # failed one in the same transaction.
@@ -45,19 +39,6 @@ def check_commit_status(status: str | None) -> None:
             "failed; nothing it wrote was saved",
             sqlstate=_IN_FAILED_TRANSACTION,
         )
-
-
-def as_connection_error(error: GraphileWorkerError) -> GraphileWorkerError:
-    """Classify an error raised while *opening* a connection as :class:`ConnectionLostError`.
-
-    The server may refuse a new session with any SQLSTATE (28P01 bad password, 3D000 no
-    such database, 55000 database does not allow connections, 53300 too many clients);
-    whatever the reason, no connection exists, which is what ConnectionLostError means.
-    The SQLSTATE is kept. Configuration errors (a malformed URL) stay what they are.
-    """
-    if isinstance(error, DatabaseError) and not isinstance(error, ConnectionLostError):
-        return ConnectionLostError(str(error), sqlstate=error.sqlstate)
-    return error
 
 
 def numbered_values(names: Sequence[str], params: Params | None) -> Sequence[Any]:

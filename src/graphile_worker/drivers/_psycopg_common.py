@@ -8,80 +8,103 @@ worker thread, the event loop).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+import logging
 from typing import TYPE_CHECKING, Any, cast
 
 import psycopg
+from psycopg.pq import TransactionStatus
 from psycopg.rows import dict_row, tuple_row
 from psycopg.types.json import set_json_loads
 
 from .._json import FAST_JSON
 from .._json import loads as json_loads
-from ..errors import (
-    ConfigurationError,
-    ConnectionLostError,
-    GraphileWorkerError,
-    QueryError,
-    UniqueViolationError,
-)
+from ..errors import ConfigurationError, GraphileWorkerError
 from ..sql import to_pyformat
+from ._errors import ErrorMap, connection_lost, map_exceptions, sqlstate_error, translate
 from .base import Notification, Params, Row
 
 if TYPE_CHECKING:
     from psycopg import AsyncConnection, Connection
 
 __all__ = [
+    "EMPTY_PARAMS",
+    "IDLE_OR_GONE",
+    "PSYCOPG_ERRORS",
     "PsycopgSyncExecutor",
     "connection_kwargs",
+    "execute_script_sync",
+    "execute_sync",
+    "fetch_sync",
+    "fetch_tuples_sync",
+    "fetchrow_sync",
+    "fetchval_sync",
+    "needs_rollback",
+    "rollback_quietly",
+    "rowcount",
+    "to_notification",
     "translate_psycopg_error",
-    "translate_psycopg_errors",
     "use_fast_json",
 ]
 
-# SQLSTATEs meaning "this session is gone": class 08 (connection exception) and the
-# class 57 codes that end a session. 57014 (query_canceled) is class 57 too, but the session
-# survives it, so it stays a QueryError.
-_CONNECTION_SQLSTATE_CLASS = "08"
-_SESSION_ENDING_SQLSTATES = frozenset({"57P01", "57P02", "57P03", "57P04", "57P05"})
+logger: logging.Logger = logging.getLogger("graphile_worker.drivers")
+
 _MISSING_PARAMETER = "query parameter missing: "
 
 EMPTY_PARAMS: Params = {}
 """Passed when a call has no parameters, so that psycopg still turns ``%%`` back into ``%``."""
 
-
-@contextmanager
-def translate_psycopg_errors() -> Iterator[None]:
-    """Re-raise psycopg's exceptions as graphile-worker's, keeping the original as cause."""
-    try:
-        yield
-    except psycopg.Error as error:
-        raise translate_psycopg_error(error) from error
+IDLE_OR_GONE = (TransactionStatus.IDLE, TransactionStatus.UNKNOWN)
+"""Transaction states in which a connection has no transaction to roll back."""
 
 
-def translate_psycopg_error(error: psycopg.Error) -> GraphileWorkerError:
-    """Map one psycopg (or psycopg_pool) exception onto graphile-worker's tree."""
-    sqlstate = error.sqlstate
-    message = str(error).strip() or type(error).__name__
-    if isinstance(error, psycopg.InterfaceError) or (
-        isinstance(error, psycopg.OperationalError) and sqlstate is None
-    ):
-        # Raised by libpq or psycopg itself: the connection is closed, broken or could not
-        # be opened (psycopg_pool's PoolTimeout and PoolClosed are OperationalErrors too).
-        return ConnectionLostError(message, sqlstate=sqlstate)
-    if sqlstate is not None and (
-        sqlstate.startswith(_CONNECTION_SQLSTATE_CLASS) or sqlstate in _SESSION_ENDING_SQLSTATES
-    ):
-        return ConnectionLostError(message, sqlstate=sqlstate)
-    if sqlstate == "23505":
-        return UniqueViolationError(message, sqlstate=sqlstate)
-    if sqlstate is None and message.startswith(_MISSING_PARAMETER):
+def _operational_error(error: psycopg.OperationalError) -> GraphileWorkerError:
+    # Without a SQLSTATE, libpq or psycopg itself raised it: the connection is closed,
+    # broken or could not be opened (psycopg_pool's PoolTimeout and PoolClosed too).
+    return connection_lost(error) if error.sqlstate is None else sqlstate_error(error)
+
+
+def _error(error: psycopg.Error) -> GraphileWorkerError:
+    message = str(error).strip()
+    if error.sqlstate is None and message.startswith(_MISSING_PARAMETER):
         name = message[len(_MISSING_PARAMETER) :]
         return ConfigurationError(
             f"query parameter {name!r} is missing: the statement uses :{name} but the "
             f"params mapping has no such key"
         )
-    return QueryError(message, sqlstate=sqlstate)
+    return sqlstate_error(error)
+
+
+PSYCOPG_ERRORS: ErrorMap = {
+    psycopg.InterfaceError: connection_lost,
+    psycopg.OperationalError: _operational_error,
+    psycopg.Error: _error,
+}
+"""How psycopg's (and psycopg_pool's) exceptions become ours."""
+
+
+def translate_psycopg_error(error: psycopg.Error) -> GraphileWorkerError:
+    """Map one psycopg (or psycopg_pool) exception onto graphile-worker's tree."""
+    return translate(error, PSYCOPG_ERRORS) or sqlstate_error(error)
+
+
+def needs_rollback(connection: Connection[Any] | AsyncConnection[Any]) -> bool:
+    """Whether a connection going back to its pool after an error is inside a transaction.
+
+    A closed connection is left for the pool to drop; one that is idle, or whose state
+    libpq no longer knows, has nothing to roll back.
+    """
+    return not connection.closed and connection.pgconn.transaction_status not in IDLE_OR_GONE
+
+
+def rollback_quietly(connection: Connection[Any]) -> None:
+    """Roll back after an error; a connection that cannot is closed, so the pool drops it."""
+    if not needs_rollback(connection):
+        return
+    try:
+        connection.execute(b"ROLLBACK")
+    except psycopg.Error as error:
+        logger.warning("rollback failed (%s); dropping the connection", error)
+        connection.close()
 
 
 def connection_kwargs(
@@ -120,11 +143,6 @@ def to_notification(notify: psycopg.Notify) -> Notification:
 def rowcount(cursor: psycopg.Cursor[Any] | psycopg.AsyncCursor[Any]) -> int:
     """Rows affected by the last statement, or -1 for statements that report none."""
     return cursor.rowcount if cursor.rowcount is not None else -1
-
-
-def first_value(row: Row | None) -> Any:
-    """The first column of ``row`` (``None`` for no row), for ``fetchval``."""
-    return None if row is None else next(iter(row.values()), None)
 
 
 # ------------------------------------------------------------ statements on a sync connection
@@ -191,21 +209,21 @@ class PsycopgSyncExecutor:
         self._connection = connection
 
     def execute(self, sql: str, params: Params | None = None) -> int:
-        with translate_psycopg_errors():
+        with map_exceptions(PSYCOPG_ERRORS):
             return execute_sync(self._connection, sql, params)
 
     def fetch(self, sql: str, params: Params | None = None) -> list[Row]:
-        with translate_psycopg_errors():
+        with map_exceptions(PSYCOPG_ERRORS):
             return fetch_sync(self._connection, sql, params)
 
     def fetchrow(self, sql: str, params: Params | None = None) -> Row | None:
-        with translate_psycopg_errors():
+        with map_exceptions(PSYCOPG_ERRORS):
             return fetchrow_sync(self._connection, sql, params)
 
     def fetchval(self, sql: str, params: Params | None = None) -> Any:
-        with translate_psycopg_errors():
+        with map_exceptions(PSYCOPG_ERRORS):
             return fetchval_sync(self._connection, sql, params)
 
     def execute_script(self, sql: str) -> None:
-        with translate_psycopg_errors():
+        with map_exceptions(PSYCOPG_ERRORS):
             execute_script_sync(self._connection, sql, None)

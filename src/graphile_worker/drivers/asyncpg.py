@@ -19,31 +19,31 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Iterator, Sequence
-from contextlib import asynccontextmanager, contextmanager, suppress
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager, suppress
+from typing import Any
 
 import anyio
 import asyncpg
 
 from .._json import loads as json_loads
-from ..errors import (
-    ConfigurationError,
-    ConnectionLostError,
-    GraphileWorkerError,
-    QueryError,
-    UniqueViolationError,
-)
+from ..errors import ConnectionLostError, GraphileWorkerError
 from ..sql import to_numbered
-from ._common import DriverBase, as_connection_error, check_commit_status, numbered_values
+from ._common import DriverBase, check_commit_status, numbered_values
+from ._errors import (
+    ErrorMap,
+    configuration_error,
+    connection_lost,
+    map_exceptions,
+    query_error,
+    sqlstate_error,
+    translate,
+)
 from ._listener import ListenConnection
 from ._url import normalize_url, resolve_url
 from .base import AsyncExecutor, Notification, Params, Row
 
-if TYPE_CHECKING:
-    from collections.abc import Callable
-
-__all__ = ["AsyncpgDriver", "translate_asyncpg_error"]
+__all__ = ["DEFAULT_STATEMENT_CACHE_SIZE", "AsyncpgDriver"]
 
 logger: logging.Logger = logging.getLogger("graphile_worker.drivers")
 
@@ -53,19 +53,7 @@ DEFAULT_STATEMENT_CACHE_SIZE = 100
 # --------------------------------------------------------------------------------- errors
 
 
-def _lost(error: BaseException) -> GraphileWorkerError:
-    return ConnectionLostError(_message(error), sqlstate=getattr(error, "sqlstate", None))
-
-
-def _unique(error: BaseException) -> GraphileWorkerError:
-    return UniqueViolationError(_message(error), sqlstate=getattr(error, "sqlstate", None))
-
-
-def _query(error: BaseException) -> GraphileWorkerError:
-    return QueryError(_message(error), sqlstate=getattr(error, "sqlstate", None))
-
-
-def _interface(error: BaseException) -> GraphileWorkerError:
+def _interface_error(error: BaseException) -> GraphileWorkerError:
     # asyncpg reports a call on a connection that already died as a bare InterfaceError:
     # "connection is closed", or, for a pooled connection (inside transaction()), "...
     # released back to the pool", because the pool takes back a connection the moment the
@@ -73,66 +61,29 @@ def _interface(error: BaseException) -> GraphileWorkerError:
     # a parameter of the wrong type.
     message = str(error)
     if message.startswith("connection is closed") or "released back to the pool" in message:
-        return _lost(error)
-    return _query(error)
+        return connection_lost(error)
+    return query_error(error)
 
 
-def _configuration(error: BaseException) -> GraphileWorkerError:
-    return ConfigurationError(f"invalid connection settings: {_message(error)}")
-
-
-def _message(error: BaseException) -> str:
-    return str(error).strip() or type(error).__name__
-
-
-_TRANSLATORS: dict[type[BaseException], Callable[[BaseException], GraphileWorkerError]] = {
-    asyncpg.exceptions.PostgresConnectionError: _lost,  # SQLSTATE class 08
-    asyncpg.exceptions.AdminShutdownError: _lost,  # 57P01, e.g. pg_terminate_backend
-    asyncpg.exceptions.CrashShutdownError: _lost,
-    asyncpg.exceptions.CannotConnectNowError: _lost,
-    asyncpg.exceptions.DatabaseDroppedError: _lost,
-    asyncpg.exceptions.IdleSessionTimeoutError: _lost,
-    asyncpg.exceptions.UniqueViolationError: _unique,
-    asyncpg.exceptions.PostgresError: _query,
-    asyncpg.exceptions.ClientConfigurationError: _configuration,
-    asyncpg.exceptions.InterfaceError: _interface,
+_ERRORS: ErrorMap = {
+    # Server errors, by SQLSTATE: asyncpg's PostgresConnectionError (class 08),
+    # AdminShutdownError (57P01, e.g. pg_terminate_backend) and the other session-ending
+    # class 57 errors mean the connection is gone.
+    asyncpg.exceptions.PostgresError: sqlstate_error,
+    asyncpg.exceptions.ClientConfigurationError: configuration_error,
+    asyncpg.exceptions.InterfaceError: _interface_error,
     # asyncpg's protocol state no longer matches the server's, typically because the server
     # ended the session between two queries; the connection cannot be used again.
-    asyncpg.exceptions.InternalClientError: _lost,
-    OSError: _lost,  # refused, unreachable, reset by peer
-    asyncio.TimeoutError: _lost,  # connect or pool acquire timed out (TimeoutError on 3.11+)
+    asyncpg.exceptions.InternalClientError: connection_lost,
+    OSError: connection_lost,  # refused, unreachable, reset by peer
+    asyncio.TimeoutError: connection_lost,  # connect or pool acquire timed out
 }
-_TRANSLATABLE: tuple[type[BaseException], ...] = tuple(_TRANSLATORS)
+_TRANSLATABLE: tuple[type[BaseException], ...] = tuple(_ERRORS)
 
 
-def translate_asyncpg_error(error: BaseException) -> GraphileWorkerError:
-    """Map an asyncpg (or socket) exception onto graphile-worker's tree.
-
-    The most specific entry along the exception's MRO wins, as in SQLAlchemy's asyncpg
-    dialect, so a new asyncpg subclass falls back to its parent's meaning.
-    """
-    for cls in type(error).__mro__:
-        translator = _TRANSLATORS.get(cls)
-        if translator is not None:
-            return translator(error)
-    return _query(error)  # pragma: no cover - callers only pass _TRANSLATABLE errors
-
-
-@contextmanager
-def _translating() -> Iterator[None]:
-    try:
-        yield
-    except _TRANSLATABLE as error:
-        raise translate_asyncpg_error(error) from error
-
-
-@contextmanager
-def _connecting() -> Iterator[None]:
-    """Like :func:`_translating`, for opening connections (see ``as_connection_error``)."""
-    try:
-        yield
-    except _TRANSLATABLE as error:
-        raise as_connection_error(translate_asyncpg_error(error)) from error
+def _translate(error: BaseException) -> GraphileWorkerError:
+    """Our exception for an asyncpg (or socket) exception, one of :data:`_TRANSLATABLE`."""
+    return translate(error, _ERRORS) or query_error(error)
 
 
 # ------------------------------------------------------------------------ codecs and binding
@@ -192,7 +143,7 @@ class _AsyncpgExecutor:
         try:
             status: str = await self._target.execute(query, *args)
         except _TRANSLATABLE as error:
-            raise translate_asyncpg_error(error) from error
+            raise _translate(error) from error
         return _rowcount(status)
 
     async def fetch(self, sql: str, params: Params | None = None) -> list[Row]:
@@ -201,17 +152,17 @@ class _AsyncpgExecutor:
         try:
             records = await self._target.fetch(query, *args)
         except _TRANSLATABLE as error:
-            raise translate_asyncpg_error(error) from error
+            raise _translate(error) from error
         return [dict(record.items()) for record in records]
 
     async def _fetch_values(self, sql: str, params: Params | None = None) -> list[Any]:
         """Every row as asyncpg's own record, whose values index by position (see
-        :func:`~graphile_worker.drivers.base.fetch_values`)."""
+        :func:`~graphile_worker.sql._statement.fetch_values`)."""
         query, args = _bind(sql, params)
         try:
             return await self._target.fetch(query, *args)  # type: ignore[no-any-return]
         except _TRANSLATABLE as error:
-            raise translate_asyncpg_error(error) from error
+            raise _translate(error) from error
 
     async def fetchrow(self, sql: str, params: Params | None = None) -> Row | None:
         """Run one statement and return its first row as a dict, or ``None``."""
@@ -219,7 +170,7 @@ class _AsyncpgExecutor:
         try:
             record = await self._target.fetchrow(query, *args)
         except _TRANSLATABLE as error:
-            raise translate_asyncpg_error(error) from error
+            raise _translate(error) from error
         return None if record is None else dict(record.items())
 
     async def fetchval(self, sql: str, params: Params | None = None) -> Any:
@@ -228,14 +179,14 @@ class _AsyncpgExecutor:
         try:
             return await self._target.fetchval(query, *args)
         except _TRANSLATABLE as error:
-            raise translate_asyncpg_error(error) from error
+            raise _translate(error) from error
 
     async def execute_script(self, sql: str) -> None:
         """Run several ``;``-separated statements (simple query protocol, no parameters)."""
         try:
             await self._target.execute(sql)
         except _TRANSLATABLE as error:
-            raise translate_asyncpg_error(error) from error
+            raise _translate(error) from error
 
 
 class AsyncpgDriver(_AsyncpgExecutor, DriverBase):
@@ -266,22 +217,19 @@ class AsyncpgDriver(_AsyncpgExecutor, DriverBase):
         statement_cache_size: int = DEFAULT_STATEMENT_CACHE_SIZE,
         listen_url: str | None = None,
     ) -> AsyncpgDriver:
-        """Connect to ``url`` (``DATABASE_URL`` when ``None``) and fill the pool.
+        """Connect to ``url`` and fill the pool.
 
-        Args:
-            prepared_statements: ``False`` for PgBouncer in transaction mode: asyncpg then
-                uses unnamed statements only (``statement_cache_size=0``).
-            statement_cache_size: prepared statements kept per connection.
-            listen_url: Where the dedicated ``LISTEN`` connection goes, when it must bypass
-                a pooler (PgBouncer in transaction mode cannot carry ``LISTEN``); default:
-                ``url``.
+        The arguments are those of :func:`~graphile_worker.drivers.create_driver`, plus
+        ``statement_cache_size``, the prepared statements kept per connection.
+        ``prepared_statements=False`` makes asyncpg use unnamed statements only
+        (``statement_cache_size=0``).
 
         Raises:
             ConnectionLostError: the server cannot be reached or refused the connection.
         """
         dsn = resolve_url(url)
         listen_dsn = None if listen_url is None else normalize_url(listen_url)
-        with _connecting():
+        with map_exceptions(_ERRORS, connecting=True):
             pool = await asyncpg.create_pool(
                 dsn,
                 min_size=min_size,
@@ -295,10 +243,10 @@ class AsyncpgDriver(_AsyncpgExecutor, DriverBase):
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncExecutor]:
         """Hold one pooled connection inside ``BEGIN`` ... ``COMMIT`` (``ROLLBACK`` on error)."""
-        with _translating():
+        with map_exceptions(_ERRORS):
             connection = await self._pool.acquire()
         try:
-            with _translating():
+            with map_exceptions(_ERRORS):
                 await connection.execute("BEGIN")
             try:
                 yield _AsyncpgExecutor(connection)
@@ -306,7 +254,7 @@ class AsyncpgDriver(_AsyncpgExecutor, DriverBase):
                 with anyio.CancelScope(shield=True):
                     await _rollback_quietly(connection)
                 raise
-            with _translating():
+            with map_exceptions(_ERRORS):
                 status = await connection.execute("COMMIT")
             check_commit_status(status)
         finally:
@@ -315,11 +263,11 @@ class AsyncpgDriver(_AsyncpgExecutor, DriverBase):
 
     async def _open_listener(self, channels: Sequence[str]) -> ListenConnection:
         listener = _AsyncpgListenConnection()
-        with _connecting():
+        with map_exceptions(_ERRORS, connecting=True):
             connection = await asyncpg.connect(self._listen_url, statement_cache_size=0)
         try:
             connection.add_termination_listener(listener.on_termination)
-            with _translating():
+            with map_exceptions(_ERRORS):
                 for channel in channels:  # one LISTEN round trip per channel
                     await connection.add_listener(channel, listener.on_notification)
         except BaseException:
@@ -331,7 +279,7 @@ class AsyncpgDriver(_AsyncpgExecutor, DriverBase):
 
     async def aclose(self) -> None:
         """Close every pooled connection, waiting for those in use to be released."""
-        with anyio.CancelScope(shield=True), _translating():
+        with anyio.CancelScope(shield=True), map_exceptions(_ERRORS):
             await self._pool.close()
 
 
@@ -394,7 +342,7 @@ class _AsyncpgListenConnection:
 
     async def ping(self) -> None:
         assert self.connection is not None
-        with _translating():
+        with map_exceptions(_ERRORS):
             await self.connection.execute("SELECT 1")
 
     async def close(self) -> None:

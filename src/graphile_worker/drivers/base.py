@@ -13,17 +13,18 @@ implementation translates them for its client. Rows come back as read-only mappi
 ``json``/``jsonb`` columns are already decoded to Python values.
 
 Operations that must run on both families (migrations, adding jobs, cleanup) are written
-once as generators of :class:`Statement` and driven by :func:`run_sync` or :func:`run_async`
-(the sans-I/O pattern): all decisions stay in plain code, the runners only move data.
+once, as generators of statements, in :mod:`graphile_worker.sql`, which also holds the two
+runners that drive them on an executor of either family (the sans-I/O pattern).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Mapping, Sequence
+from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass, field
-from operator import itemgetter
-from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, runtime_checkable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from ..sql._statement import Params, Row
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -34,24 +35,10 @@ __all__ = [
     "AsyncExecutor",
     "DatabaseDriver",
     "Notification",
-    "Operation",
     "Params",
     "Row",
-    "Statement",
     "SyncExecutor",
-    "drive_async",
-    "drive_sync",
-    "fetch_values",
-    "perform_async",
-    "perform_sync",
-    "run_async",
-    "run_sync",
 ]
-
-Row = Mapping[str, Any]
-Params = Mapping[str, Any]
-T = TypeVar("T")
-S = TypeVar("S")
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,105 +138,3 @@ class DatabaseDriver(AsyncExecutor, Protocol):
     ) -> None:
         """Close the driver (:meth:`aclose`)."""
         ...
-
-
-ResultKind = Literal["execute", "fetch", "fetchrow", "fetchval", "script"]
-
-
-@dataclass(frozen=True, slots=True)
-class Statement:
-    """One step of an :data:`Operation`: run ``sql`` and send back the result of ``kind``."""
-
-    kind: ResultKind
-    sql: str
-    params: Params = field(default_factory=dict)
-
-
-Operation = Generator[Statement, Any, T]
-"""A database operation written once: it yields statements and receives their results."""
-
-
-def drive_sync(plan: Generator[S, Any, T], perform: Callable[[S], Any]) -> T:
-    """Run ``plan`` to completion, handing each yielded step to ``perform``.
-
-    The result of ``perform`` is sent back into the plan; an exception it raises is thrown
-    into the plan at the ``yield``, so the plan may translate or recover from it.
-    """
-    try:
-        step = next(plan)
-        while True:
-            try:
-                result = perform(step)
-            except Exception as error:  # noqa: BLE001, PERF203 - the plan decides what it means
-                step = plan.throw(error)
-            else:
-                step = plan.send(result)
-    except StopIteration as finished:
-        return finished.value  # type: ignore[no-any-return]
-
-
-async def drive_async(plan: Generator[S, Any, T], perform: Callable[[S], Awaitable[Any]]) -> T:
-    """The async twin of :func:`drive_sync`."""
-    try:
-        step = next(plan)
-        while True:
-            try:
-                result = await perform(step)
-            except Exception as error:  # noqa: BLE001, PERF203 - the plan decides what it means
-                step = plan.throw(error)
-            else:
-                step = plan.send(result)
-    except StopIteration as finished:
-        return finished.value  # type: ignore[no-any-return]
-
-
-def run_sync(operation: Operation[T], executor: SyncExecutor) -> T:
-    """Drive ``operation`` to completion on a blocking executor."""
-    return drive_sync(operation, lambda statement: perform_sync(statement, executor))
-
-
-async def run_async(operation: Operation[T], executor: AsyncExecutor) -> T:
-    """Drive ``operation`` to completion on an async executor."""
-    return await drive_async(operation, lambda statement: perform_async(statement, executor))
-
-
-def perform_sync(statement: Statement, executor: SyncExecutor) -> Any:
-    """Run one :class:`Statement` on a blocking executor and return its result."""
-    if statement.kind == "script":
-        executor.execute_script(statement.sql)
-        return None
-    method = getattr(executor, statement.kind)
-    return method(statement.sql, statement.params)
-
-
-async def fetch_values(
-    executor: AsyncExecutor, sql: str, params: Params, columns: Sequence[str]
-) -> Sequence[Sequence[Any]]:
-    """Run one statement and return each row as its values in ``columns`` order.
-
-    ``columns`` must be the statement's own result columns, in order. The worker claims
-    hundreds of jobs per statement and reads every column of every row once; a dict per
-    row (the :meth:`~AsyncExecutor.fetch` contract) costs as much as the job object built
-    from it. So the bundled drivers offer ``_fetch_values``, which hands back their client's
-    own rows (asyncpg records, psycopg tuples), indexable by position; any other executor
-    goes through :meth:`~AsyncExecutor.fetch` and the values are picked out by name.
-    """
-    native: Callable[[str, Params], Awaitable[Sequence[Sequence[Any]]]] | None = getattr(
-        executor, "_fetch_values", None
-    )
-    if native is not None:
-        return await native(sql, params)
-    rows = await executor.fetch(sql, params)
-    if len(columns) == 1:
-        return [(row[columns[0]],) for row in rows]
-    pick = itemgetter(*columns)
-    return [pick(row) for row in rows]
-
-
-async def perform_async(statement: Statement, executor: AsyncExecutor) -> Any:
-    """Run one :class:`Statement` on an async executor and return its result."""
-    if statement.kind == "script":
-        await executor.execute_script(statement.sql)
-        return None
-    method = getattr(executor, statement.kind)
-    return await method(statement.sql, statement.params)

@@ -25,17 +25,18 @@ from weakref import WeakKeyDictionary
 import anyio
 import anyio.to_thread
 import psycopg
-from psycopg.pq import TransactionStatus
 from psycopg.rows import dict_row, tuple_row
 from psycopg_pool import AsyncConnectionPool
 
 from ..errors import ConnectionLostError
 from ..sql import to_pyformat
-from ._common import DriverBase, as_connection_error, check_commit_status
+from ._common import DriverBase, check_commit_status
+from ._errors import as_connection_error
 from ._listener import ListenConnection, listen_statement
 from ._psycopg_common import (
     EMPTY_PARAMS,
     connection_kwargs,
+    needs_rollback,
     rowcount,
     to_notification,
     translate_psycopg_error,
@@ -56,10 +57,11 @@ T = TypeVar("T")
 AsyncCall = Callable[["AsyncConnection[Any]", str, "Params | None"], Awaitable[T]]
 """A statement on one connection: (connection, sql, params) -> awaitable result."""
 
-_IDLE_OR_GONE = (TransactionStatus.IDLE, TransactionStatus.UNKNOWN)
-
 
 # ------------------------------------------------------------- statements on one connection
+# The awaited twins of the sync statements in _psycopg_common: psycopg's Cursor and
+# AsyncCursor share no method body to call. What the statements decide (placeholders,
+# EMPTY_PARAMS, row factories, rowcount) is shared; only the awaits differ.
 
 
 async def _execute(connection: AsyncConnection[Any], sql: str, params: Params | None) -> int:
@@ -205,16 +207,12 @@ class PsycopgDriver(DriverBase):
         prepare_threshold: int | None = 5,
         listen_url: str | None = None,
     ) -> PsycopgDriver:
-        """Connect to ``url`` (``DATABASE_URL`` when ``None``) and fill the pool.
+        """Connect to ``url`` and fill the pool.
 
-        Args:
-            prepare_threshold: psycopg prepares a statement on the server after this many
-                executions on one connection (``0``: at once; ``None``: never).
-            prepared_statements: ``False`` for PgBouncer in transaction mode; overrides
-                ``prepare_threshold``.
-            listen_url: Where the dedicated ``LISTEN`` connection goes, when it must bypass
-                a pooler (PgBouncer in transaction mode cannot carry ``LISTEN``); default:
-                ``url``.
+        The arguments are those of :func:`~graphile_worker.drivers.create_driver`, plus
+        ``prepare_threshold``: runs of one statement on one connection before psycopg
+        prepares it on the server (``0``: at once; ``None``: never;
+        ``prepared_statements=False`` means never too).
 
         Raises:
             ConnectionLostError: the server cannot be reached or refused the connection.
@@ -266,7 +264,7 @@ class PsycopgDriver(DriverBase):
         return await self._call(_fetch, sql, params)
 
     async def _fetch_values(self, sql: str, params: Params | None = None) -> list[tuple[Any, ...]]:
-        """Every row as a tuple (see :func:`~graphile_worker.drivers.base.fetch_values`)."""
+        """Every row as a tuple (see :func:`~graphile_worker.sql._statement.fetch_values`)."""
         return await self._call(_fetch_tuples, sql, params)
 
     async def fetchrow(self, sql: str, params: Params | None = None) -> Row | None:
@@ -335,8 +333,8 @@ class PsycopgDriver(DriverBase):
 
 
 async def _rollback_quietly(connection: AsyncConnection[Any]) -> None:
-    """Roll back after an error; a broken connection is left for the pool to drop."""
-    if connection.closed or connection.pgconn.transaction_status in _IDLE_OR_GONE:
+    """Roll back after an error; a connection that cannot is closed, so the pool drops it."""
+    if not needs_rollback(connection):
         return
     try:
         await connection.execute(b"ROLLBACK")

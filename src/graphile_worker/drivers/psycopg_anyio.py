@@ -24,10 +24,11 @@ from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 import anyio
 import psycopg
 
-from ..errors import ConfigurationError, DatabaseError
+from ..errors import DatabaseError
 from ._anyio_connection import AnyioConnection, prepare_conninfo
 from ._anyio_pool import AnyioPool
 from ._common import DriverBase, check_commit_status
+from ._errors import configuration_error
 from ._listener import listen_statement
 from ._url import normalize_url, resolve_url
 from .base import AsyncExecutor, Notification, Params, Row
@@ -63,7 +64,7 @@ class _Executor:
         return await self._call(AnyioConnection.fetch, sql, params)
 
     async def _fetch_values(self, sql: str, params: Params | None = None) -> list[tuple[Any, ...]]:
-        """Every row as a tuple (see :func:`~graphile_worker.drivers.base.fetch_values`)."""
+        """Every row as a tuple (see :func:`~graphile_worker.sql._statement.fetch_values`)."""
         return await self._call(AnyioConnection.fetch_tuples, sql, params)
 
     async def fetchrow(self, sql: str, params: Params | None = None) -> Row | None:
@@ -203,7 +204,7 @@ def _connector(url: str, prepare_threshold: int | None) -> Callable[[], Awaitabl
     try:
         conninfo, timeout = prepare_conninfo(url)
     except psycopg.Error as error:
-        raise ConfigurationError(f"invalid connection settings: {error}") from error
+        raise configuration_error(error) from error
     return partial(
         AnyioConnection.connect,
         conninfo,

@@ -25,11 +25,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import anyio
 import anyio.to_thread
 import psycopg
-from psycopg.pq import TransactionStatus
 from psycopg_pool import ConnectionPool
 
 from ..errors import ConnectionLostError
-from ._common import DriverBase, as_connection_error, check_commit_status
+from ._common import DriverBase, check_commit_status
+from ._errors import as_connection_error
 from ._listener import ListenConnection, listen_statement
 from ._psycopg_common import (
     connection_kwargs,
@@ -39,6 +39,8 @@ from ._psycopg_common import (
     fetch_tuples_sync,
     fetchrow_sync,
     fetchval_sync,
+    needs_rollback,
+    rollback_quietly,
     to_notification,
     translate_psycopg_error,
     use_fast_json,
@@ -62,7 +64,6 @@ SyncCall = Callable[["Connection[Any]", str, "Params | None"], T]
 CANCEL_GRACE_SECONDS = 5.0
 """How long a cancelled call waits for its worker thread to stop using the connection."""
 
-_IDLE_OR_GONE = (TransactionStatus.IDLE, TransactionStatus.UNKNOWN)
 _FINISHED = "this transaction has ended; its executor cannot be used after the async with block"
 
 
@@ -265,7 +266,7 @@ class _BorrowedConnection:
     def _discard(self, connection: Connection[Any]) -> None:
         """Release a connection whose state is unknown after an abandoned query."""
         try:
-            if connection.pgconn.transaction_status not in _IDLE_OR_GONE:
+            if needs_rollback(connection):
                 connection.close()  # the pool drops closed connections on return
         finally:
             self._release(connection)
@@ -273,17 +274,6 @@ class _BorrowedConnection:
 
 def _commit(connection: Connection[Any]) -> None:
     check_commit_status(connection.execute(b"COMMIT").statusmessage)
-
-
-def _rollback_quietly(connection: Connection[Any]) -> None:
-    """Roll back after an error; a broken connection is left for the pool to drop."""
-    if connection.closed or connection.pgconn.transaction_status in _IDLE_OR_GONE:
-        return
-    try:
-        connection.execute(b"ROLLBACK")
-    except psycopg.Error as error:
-        logger.warning("rollback failed (%s); dropping the connection", error)
-        connection.close()
 
 
 class _ThreadedListenConnection:
@@ -379,17 +369,12 @@ class PsycopgThreadedDriver(DriverBase):
         cancel_grace: float = CANCEL_GRACE_SECONDS,
         listen_url: str | None = None,
     ) -> PsycopgThreadedDriver:
-        """Connect to ``url`` (``DATABASE_URL`` when ``None``) and fill the pool.
+        """Connect to ``url`` and fill the pool.
 
-        Args:
-            prepare_threshold: psycopg prepares a statement on the server after this many
-                executions on one connection (``0``: at once; ``None``: never).
-            prepared_statements: ``False`` for PgBouncer in transaction mode; overrides
-                ``prepare_threshold``.
-            cancel_grace: seconds a cancelled call waits for its thread to stop.
-            listen_url: Where the dedicated ``LISTEN`` connection goes, when it must bypass
-                a pooler (PgBouncer in transaction mode cannot carry ``LISTEN``); default:
-                ``url``.
+        The arguments are those of :func:`~graphile_worker.drivers.create_driver`, plus
+        ``prepare_threshold`` (as for :meth:`PsycopgDriver.open
+        <graphile_worker.drivers.psycopg.PsycopgDriver.open>`) and ``cancel_grace``, the
+        seconds a cancelled call waits for its thread to stop.
 
         Raises:
             ConnectionLostError: the server cannot be reached or refused the connection.
@@ -452,7 +437,7 @@ class PsycopgThreadedDriver(DriverBase):
         return await self._call(fetch_sync, sql, params)
 
     async def _fetch_values(self, sql: str, params: Params | None = None) -> list[tuple[Any, ...]]:
-        """Every row as a tuple (see :func:`~graphile_worker.drivers.base.fetch_values`)."""
+        """Every row as a tuple (see :func:`~graphile_worker.sql._statement.fetch_values`)."""
         return await self._call(fetch_tuples_sync, sql, params)
 
     async def fetchrow(self, sql: str, params: Params | None = None) -> Row | None:
@@ -476,7 +461,7 @@ class PsycopgThreadedDriver(DriverBase):
         try:
             yield borrowed
         except BaseException:
-            await borrowed.release(_rollback_quietly)
+            await borrowed.release(rollback_quietly)
             raise
         await borrowed.release(_commit)
 
@@ -514,7 +499,7 @@ class PsycopgThreadedDriver(DriverBase):
 
     def _return_unused(self, connection: Connection[Any]) -> None:
         """Give back a connection checked out for a caller that was cancelled meanwhile."""
-        _rollback_quietly(connection)
+        rollback_quietly(connection)
         self._pool.putconn(connection)
 
     # ---------------------------------------------------------------------------- listen

@@ -18,8 +18,7 @@ from __future__ import annotations
 
 import json
 import weakref
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, cast
 
@@ -27,7 +26,8 @@ import sqlalchemy
 import sqlalchemy.exc
 from sqlalchemy.orm import Session
 
-from ..errors import ConnectionLostError, DatabaseError, QueryError, UniqueViolationError
+from ..errors import DatabaseError, QueryError
+from ._errors import ErrorMap, connection_lost, map_exceptions, sqlstate_error, sqlstate_of
 from .base import Params, Row
 
 if TYPE_CHECKING:
@@ -35,13 +35,9 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
     from sqlalchemy.sql.elements import TextClause
 
-__all__ = ["SQLAlchemyAsyncExecutor", "SQLAlchemySyncExecutor", "translate_sqlalchemy_errors"]
+__all__ = ["SQLAlchemyAsyncExecutor", "SQLAlchemySyncExecutor"]
 
 _JSON_TYPE_OIDS = frozenset({114, 3802})  # json, jsonb
-# Class 08 and the class 57 codes that end the session mean the connection is gone; 57014
-# (query_canceled) leaves the session usable, so it stays a QueryError.
-_CONNECTION_SQLSTATE_CLASS = "08"
-_SESSION_ENDING_SQLSTATES = frozenset({"57P01", "57P02", "57P03", "57P04", "57P05"})
 _PROBE = "select CAST('\"probe\"' AS json) as value"
 _BEGIN = "select 1"
 
@@ -57,59 +53,37 @@ def _text(sql: str) -> TextClause:
 # -------------------------------------------------------------------------------- errors
 
 
-def _classify(error: BaseException, *, connection_lost: bool) -> DatabaseError:
-    """Map a driver error (or SQLAlchemy's wrapper's ``orig``) onto our tree by SQLSTATE."""
-    sqlstate = getattr(error, "sqlstate", None) or getattr(error, "pgcode", None)
-    if not isinstance(sqlstate, str):
-        sqlstate = None
-    message = str(error).strip() or type(error).__name__
-    if connection_lost:
-        return ConnectionLostError(message, sqlstate=sqlstate)
-    if sqlstate is not None and (
-        sqlstate.startswith(_CONNECTION_SQLSTATE_CLASS) or sqlstate in _SESSION_ENDING_SQLSTATES
-    ):
-        return ConnectionLostError(message, sqlstate=sqlstate)
-    if sqlstate == "23505":
-        return UniqueViolationError(message, sqlstate=sqlstate)
-    return QueryError(message, sqlstate=sqlstate)
-
-
-def _translate(error: sqlalchemy.exc.DBAPIError) -> DatabaseError:
+def _wrapped_error(error: sqlalchemy.exc.DBAPIError) -> DatabaseError:
+    """Our exception for SQLAlchemy's wrapper around a driver exception (``orig``)."""
     orig = error.orig if error.orig is not None else error
-    connection_lost = error.connection_invalidated or isinstance(
-        error, sqlalchemy.exc.InterfaceError
-    )
-    if isinstance(error, sqlalchemy.exc.OperationalError):
-        sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
-        connection_lost = connection_lost or sqlstate is None
-    return _classify(orig, connection_lost=connection_lost)
+    if (
+        error.connection_invalidated
+        or isinstance(error, sqlalchemy.exc.InterfaceError)
+        or (isinstance(error, sqlalchemy.exc.OperationalError) and sqlstate_of(orig) is None)
+    ):
+        return connection_lost(orig)
+    return sqlstate_error(orig)
 
 
-def _is_driver_error(error: BaseException) -> bool:
-    # Errors raised by the raw driver connection (scripts bypass SQLAlchemy).
-    return type(error).__module__.split(".")[0] in {"asyncpg", "psycopg", "psycopg2"}
-
-
-def _translate_driver_error(error: BaseException) -> DatabaseError:
-    has_sqlstate = bool(getattr(error, "sqlstate", None) or getattr(error, "pgcode", None))
+def _raw_driver_error(error: BaseException) -> DatabaseError | None:
+    """Our exception for one the driver raised itself (scripts bypass SQLAlchemy), else None."""
+    if type(error).__module__.split(".")[0] not in _DRIVER_PACKAGES:
+        return None
     name = type(error).__name__
-    lost = not has_sqlstate and any(
-        word in name for word in ("Interface", "Operational", "Connection")
-    )
-    return _classify(error, connection_lost=lost)
+    if sqlstate_of(error) is None and any(word in name for word in _CONNECTION_CLASS_WORDS):
+        return connection_lost(error)
+    return sqlstate_error(error)
 
 
-@contextmanager
-def translate_sqlalchemy_errors() -> Iterator[None]:
-    """Re-raise SQLAlchemy's (and the raw driver's) errors as graphile-worker's."""
-    try:
-        yield
-    except sqlalchemy.exc.DBAPIError as error:
-        raise _translate(error) from error
-    except Exception as error:
-        if _is_driver_error(error):
-            raise _translate_driver_error(error) from error
-        raise
+_DRIVER_PACKAGES = frozenset({"asyncpg", "psycopg", "psycopg2"})
+# Without a SQLSTATE, a driver's InterfaceError, OperationalError or ConnectionError (in
+# any driver's naming) came from the client library: the connection is gone.
+_CONNECTION_CLASS_WORDS = ("Interface", "Operational", "Connection")
+
+_ERRORS: ErrorMap = {
+    sqlalchemy.exc.DBAPIError: _wrapped_error,
+    Exception: _raw_driver_error,
+}
 
 
 # ------------------------------------------------------------------------------- decoding
@@ -178,12 +152,12 @@ class SQLAlchemySyncExecutor:
         return connection.execute(_text(sql), dict(params or {})), decode
 
     def execute(self, sql: str, params: Params | None = None) -> int:
-        with translate_sqlalchemy_errors():
+        with map_exceptions(_ERRORS):
             result, _ = self._run(sql, params)
             return result.rowcount
 
     def fetch(self, sql: str, params: Params | None = None) -> list[Row]:
-        with translate_sqlalchemy_errors():
+        with map_exceptions(_ERRORS):
             result, decode = self._run(sql, params)
             return _rows(result, decode)
 
@@ -196,7 +170,7 @@ class SQLAlchemySyncExecutor:
         return None if row is None else next(iter(row.values()), None)
 
     def execute_script(self, sql: str) -> None:
-        with translate_sqlalchemy_errors():
+        with map_exceptions(_ERRORS):
             connection = self._connection()
             # Make SQLAlchemy begin its transaction first, so the script (sent on the DBAPI
             # connection, bypassing the bind-parameter parser) lands inside it.
@@ -249,12 +223,12 @@ class SQLAlchemyAsyncExecutor:
         return await connection.execute(_text(sql), dict(params or {})), decode
 
     async def execute(self, sql: str, params: Params | None = None) -> int:
-        with translate_sqlalchemy_errors():
+        with map_exceptions(_ERRORS):
             result, _ = await self._run(sql, params)
             return result.rowcount
 
     async def fetch(self, sql: str, params: Params | None = None) -> list[Row]:
-        with translate_sqlalchemy_errors():
+        with map_exceptions(_ERRORS):
             result, decode = await self._run(sql, params)
             return _rows(result, decode)
 
@@ -267,7 +241,7 @@ class SQLAlchemyAsyncExecutor:
         return None if row is None else next(iter(row.values()), None)
 
     async def execute_script(self, sql: str) -> None:
-        with translate_sqlalchemy_errors():
+        with map_exceptions(_ERRORS):
             connection = await self._connection()
             # Begin SQLAlchemy's transaction on the driver connection first (see the sync
             # executor), then send the script on the driver connection itself: the asyncpg

@@ -26,16 +26,7 @@ from typing import Any, TypeAlias
 
 import anyio
 
-from ..drivers.base import (
-    AsyncExecutor,
-    DatabaseDriver,
-    Statement,
-    SyncExecutor,
-    drive_async,
-    drive_sync,
-    perform_async,
-    perform_sync,
-)
+from ..drivers.base import AsyncExecutor, DatabaseDriver, SyncExecutor
 from ..errors import (
     ConfigurationError,
     IncompatibleSchemaError,
@@ -45,6 +36,7 @@ from ..errors import (
     UnsupportedPostgresVersionError,
 )
 from ..sql import DEFAULT_SCHEMA, quote_identifier, render
+from ..sql._statement import Statement, drive_async, drive_sync, perform_async, perform_sync
 from .catalog import EXTENSION_STEPS, LATEST_MIGRATION, MIGRATIONS, ExtensionStep, Migration
 
 __all__ = ["MigrationReport", "migrate", "migrate_sync"]

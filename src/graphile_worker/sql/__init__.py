@@ -8,6 +8,10 @@ so the per-call cost on the hot path is a dictionary lookup.
 
 Write casts as ``CAST(:x AS json)``, never ``:x::json``: the translators leave ``::`` alone,
 but SQLAlchemy's bind parser does not.
+
+The operations in the submodules are generators of statements (``_statement``), run by
+``run_sync`` or ``run_async`` on any executor with the five calls; this package never
+imports the drivers that run them.
 """
 
 from __future__ import annotations

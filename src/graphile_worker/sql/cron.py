@@ -25,9 +25,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from ..drivers.base import Row, Statement
 from ..spec import JSON
 from . import render
+from ._statement import Row, Statement
 
 __all__ = [
     "CronJobSpec",

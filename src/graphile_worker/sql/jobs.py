@@ -8,10 +8,10 @@ statements below join the task identifier and queue name back on so that each ro
 into a complete :class:`~graphile_worker.spec.Job`.
 
 The operations (:func:`add_job`, :func:`add_jobs`, ...) are generators of
-:class:`~graphile_worker.drivers.base.Statement`: they hold every decision and do no I/O,
+:class:`~graphile_worker.sql._statement.Statement`: they hold every decision and do no I/O,
 so the async and the sync utilities (and the worker) drive the same code with
-:func:`~graphile_worker.drivers.base.run_async` or
-:func:`~graphile_worker.drivers.base.run_sync`.
+:func:`~graphile_worker.sql._statement.run_async` or
+:func:`~graphile_worker.sql._statement.run_sync`.
 """
 
 from __future__ import annotations
@@ -23,21 +23,18 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from .._validate import check_max_attempts, check_priority, check_smallint
-from ..drivers.base import Operation, Row, Statement
-from ..errors import ConfigurationError, DatabaseError, InvalidJobSpecError
-from ..spec import (
-    DEFAULT_MAX_ATTEMPTS,
-    DEFAULT_SPEC,
-    Job,
-    JobKeyMode,
-    JobSpec,
-    PreparedJob,
+from .._payload import DEFAULT_MAX_ATTEMPTS, DEFAULT_SPEC, PreparedJob, payload_to_json
+from .._validate import (
     check_aware_datetime,
-    job_reader,
-    payload_to_json,
+    check_max_attempts,
+    check_priority,
+    check_smallint,
 )
+from ..errors import ConfigurationError, DatabaseError, InvalidJobSpecError
+from ..spec import Job, JobKeyMode, JobSpec
 from . import render
+from ._job_reader import job_reader
+from ._statement import Operation, Row, Statement
 
 __all__ = [
     "ADD_JOB",
@@ -56,6 +53,7 @@ __all__ = [
     "complete_jobs",
     "encode_batch",
     "force_unlock_workers",
+    "job_ids",
     "order_like_specs",
     "permanently_fail_jobs",
     "remove_job",
@@ -257,7 +255,7 @@ def encode_batch(
 ) -> JobBatch:
     """Encode checked identifiers, raw payloads and specs as one :class:`JobBatch`.
 
-    The whole array goes through :func:`~graphile_worker.spec.payload_to_json` at once, so
+    The whole array goes through :func:`~graphile_worker._payload.payload_to_json` at once, so
     a payload is encoded exactly as it would be alone; ``None`` becomes ``{}`` as there.
 
     Raises:
@@ -279,7 +277,7 @@ def encode_batch(
     )
 
 
-def check_batch(batch: JobBatch, job_key_preserve_run_at: bool) -> None:
+def _check_batch(batch: JobBatch, job_key_preserve_run_at: bool) -> None:
     """Refuse a batch that ``add_jobs`` cannot honour, before it reaches the server.
 
     ``add_jobs`` applies one job-key behaviour to the whole batch (Node: "must NOT set
@@ -315,7 +313,7 @@ def bind_add_jobs(
 ) -> Statement:
     """The statement that adds a batch of jobs in one round trip (``add_jobs``)."""
     batch = jobs if isinstance(jobs, JobBatch) else JobBatch.of(jobs)
-    check_batch(batch, job_key_preserve_run_at)
+    _check_batch(batch, job_key_preserve_run_at)
     return Statement(
         "fetch",
         render(ADD_JOBS, schema),
@@ -591,7 +589,7 @@ def reschedule_jobs(
 ) -> Operation[list[Job]]:
     """Change when and how the given unlocked jobs run; ``None`` leaves a field as it is."""
     if run_at is not None:
-        check_aware_datetime("run_at", run_at)
+        check_aware_datetime("run_at", run_at, error=InvalidJobSpecError)
     if priority is not None:
         check_priority(priority, error=InvalidJobSpecError)
     if max_attempts is not None:

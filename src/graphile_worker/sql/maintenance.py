@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from ..drivers.base import Operation, Statement
 from ..errors import ConfigurationError
 from ..spec import CleanupTask
 from . import render
+from ._statement import Operation, Statement
 
 __all__ = [
     "CLEANUP_ORDER",

@@ -32,9 +32,10 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-from ..drivers.base import Row, Statement
-from ..spec import JSON, Job, job_reader
+from ..spec import JSON, Job
 from . import render
+from ._job_reader import job_reader
+from ._statement import Row, Statement
 
 __all__ = [
     "CLAIM_COLUMNS",
@@ -462,7 +463,7 @@ _read_claimed = job_reader(CLAIM_COLUMNS)
 
 def decode_claimed(rows: Iterable[Sequence[Any]]) -> list[Job]:
     """Like :func:`decode_jobs`, for rows of bare values in :data:`CLAIM_COLUMNS` order
-    (what :func:`~graphile_worker.drivers.base.fetch_values` returns); the worker's path,
+    (what :func:`~graphile_worker.sql._statement.fetch_values` returns); the worker's path,
     since it skips a dict per row and the dataclass ``__init__`` per job."""
     return [_read_claimed(row) for row in rows]
 

@@ -18,8 +18,9 @@ import dataclasses
 import json
 from collections.abc import Sequence
 
+from .._payload import payload_to_json
 from ..errors import BatchFailedError, JobError
-from ..spec import JSON, payload_to_json
+from ..spec import JSON
 from ._decode import BatchItems
 
 __all__ = ["BatchResult", "batch_outcome"]

@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING, Any, Final
 
 import anyio.to_thread
 
+from .._validate import check_task_identifier
 from ..errors import InvalidJobSpecError, PayloadDecodeError, TaskDefinitionError
-from ..spec import JSON, validate_task_identifier
+from ..spec import JSON
 from ._batch import BatchResult, batch_outcome
 from ._decode import (
     NO_ANNOTATION,
@@ -218,7 +219,7 @@ def _default_identifier(
 
 def _checked_identifier(identifier: object, what: str) -> str:
     try:
-        return validate_task_identifier(identifier)
+        return check_task_identifier(identifier, error=InvalidJobSpecError)
     except InvalidJobSpecError as error:
         raise TaskDefinitionError(f"{what}: {error}") from error
 

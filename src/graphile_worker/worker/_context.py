@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
     from ..context import WorkerContext
     from ..drivers.base import AsyncExecutor, DatabaseDriver
-    from ..hooks import Hooks
+    from ..hooks._dispatch import Hooks
     from ..utils import AsyncBind
 
 __all__ = ["AbortSignal", "JobContext", "JobLogger"]

@@ -30,9 +30,9 @@ from typing import TYPE_CHECKING
 import anyio
 from anyio.abc import TaskStatus
 
-from ..drivers.base import perform_async
 from ..errors import DatabaseError
 from ..hooks import CronScheduled, CronTick
+from ..sql._statement import perform_async
 from ..sql.cron import (
     KnownCrontab,
     bind_known_crontabs,
@@ -53,7 +53,7 @@ from ._cron_plan import (
 if TYPE_CHECKING:
     from ..crontab import CronItem
     from ..drivers.base import DatabaseDriver
-    from ..hooks import Hooks
+    from ..hooks._dispatch import Hooks
     from ._cron_clock import CronClock
 
 __all__ = ["CronScheduler", "restart_delay"]

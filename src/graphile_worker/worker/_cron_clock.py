@@ -40,6 +40,10 @@ class CronClock(Protocol):
         ...
 
 
+# Set outside the body: mypy would count a class attribute there as a protocol member.
+CronClock.__module__ = "graphile_worker.worker"
+
+
 @final
 class SystemCronClock:
     """The machine's wall clock, with anyio sleeps in between.
@@ -48,6 +52,8 @@ class SystemCronClock:
     while a sleep is pending, the scheduler wakes at the "wrong" wall time; it notices and
     sleeps again or catches up, minute by minute.
     """
+
+    __module__ = "graphile_worker.worker"
 
     def now(self) -> datetime:
         """``datetime.now(timezone.utc)``."""
@@ -77,6 +83,8 @@ class ManualCronClock:
     Args:
         start: The initial time; must be timezone-aware.
     """
+
+    __module__ = "graphile_worker.worker"
 
     def __init__(self, start: datetime) -> None:
         self._now = _aware("start", start)

@@ -16,14 +16,16 @@ from collections.abc import Callable
 from time import perf_counter
 from typing import TYPE_CHECKING, Literal
 
-from ..errors import JobAbortedError, UnknownTaskError, error_text
+from .._error_text import error_text
+from ..errors import JobAbortedError, UnknownTaskError
 from ..hooks import Failed, JobStart, SkipRun, Succeeded
 
 if TYPE_CHECKING:
     from anyio import CapacityLimiter
 
     from ..context import WorkerContext
-    from ..hooks import Hooks, Outcome
+    from ..hooks import Outcome
+    from ..hooks._dispatch import Hooks
     from ..spec import JSON, Job
     from ..task import Task
     from ._context import AbortSignal

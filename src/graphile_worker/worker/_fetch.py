@@ -20,13 +20,14 @@ from typing import TYPE_CHECKING, TypeVar
 
 import anyio
 
-from ..drivers.base import fetch_values, perform_async
 from ..errors import ConnectionLostError, DatabaseError
 from ..sql import worker as worker_sql
+from ..sql._statement import fetch_values, perform_async
 
 if TYPE_CHECKING:
-    from ..drivers.base import DatabaseDriver, Row, Statement
+    from ..drivers.base import DatabaseDriver
     from ..spec import Job
+    from ..sql._statement import Row, Statement
     from ._options import ForbiddenFlags
 
 __all__ = ["JobSource", "is_transient"]

@@ -51,6 +51,8 @@ class RefetchDelay:
             the delay early; ``None`` means five times the local queue's ``size``.
     """
 
+    __module__ = "graphile_worker.worker"
+
     duration: float
     threshold: int = 0
     max_abort_threshold: int | None = None
@@ -83,6 +85,8 @@ class LocalQueueOptions:
         refetch_delay: Slow down fetching when fetches come back short; see
             :class:`RefetchDelay`.
     """
+
+    __module__ = "graphile_worker.worker"
 
     size: int
     ttl: float = 300.0

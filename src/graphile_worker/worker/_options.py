@@ -15,7 +15,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, TypeAlias
 
 from .._validate import check_flags
-from ..drivers import DRIVER_NAMES
+from ..drivers._opener import canonical_driver_name
 from ..drivers.base import DatabaseDriver
 from ..errors import ConfigurationError
 from ..sql import DEFAULT_SCHEMA, quote_identifier
@@ -36,8 +36,6 @@ ForbiddenFlags: TypeAlias = (
 """Flags a worker refuses: a fixed collection, or a (sync or async) function asked before
 every claim, so the set can change while the worker runs (a rate limit, a maintenance
 window)."""
-
-_DRIVER_CHOICES = (*DRIVER_NAMES, "psycopg_threaded", "psycopg_anyio")
 
 
 def _positive_number(name: str, value: object, *, allow_zero: bool) -> float:
@@ -127,6 +125,8 @@ class WorkerOptions:
             uses it.
     """
 
+    __module__ = "graphile_worker.worker"
+
     tasks: TaskRegistry | Iterable[object]
     database_url: str | None = None
     driver: str | DatabaseDriver = "auto"
@@ -172,11 +172,7 @@ class WorkerOptions:
         if self.listen_url is not None and not isinstance(self.listen_url, str):
             raise ConfigurationError(f"listen_url must be a str, not {self.listen_url!r}")
         if isinstance(self.driver, str):
-            if self.driver not in _DRIVER_CHOICES:
-                raise ConfigurationError(
-                    f"driver must be one of {', '.join(map(repr, DRIVER_NAMES))} or an open "
-                    f"DatabaseDriver, not {self.driver!r}"
-                )
+            canonical_driver_name(self.driver)
         elif not isinstance(self.driver, DatabaseDriver):
             raise ConfigurationError(
                 f"driver must be a driver name or an open DatabaseDriver, not {self.driver!r:.80}"
@@ -245,6 +241,8 @@ class RunOnceSummary:
         permanently_failed: Failed attempts that were the job's last.
         interrupted: Jobs cut short by a stop and released without spending an attempt.
     """
+
+    __module__ = "graphile_worker.worker"
 
     completed: int = 0
     failed: int = 0

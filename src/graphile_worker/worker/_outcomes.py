@@ -17,7 +17,8 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeAlias
 
-from ..errors import DatabaseError, error_text
+from .._error_text import error_text
+from ..errors import DatabaseError
 from ..hooks import JobComplete, JobFail, JobPermanentlyFail
 from ..sql.worker import FailureSpec, Released
 from ._batcher import Batcher
@@ -26,7 +27,7 @@ from ._execute import log_outcome
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup
 
-    from ..hooks import Hooks
+    from ..hooks._dispatch import Hooks
     from ..spec import Job
     from ._execute import Attempt
     from ._fetch import JobSource

@@ -50,7 +50,7 @@ if TYPE_CHECKING:
     from anyio.lowlevel import EventLoopToken
 
     from ..drivers.base import DatabaseDriver
-    from ..hooks import Hooks
+    from ..hooks._dispatch import Hooks
     from ..spec import Job
     from ._options import WorkerOptions
 

@@ -21,7 +21,8 @@ from anyio.abc import TaskStatus
 
 from ..drivers import create_driver
 from ..drivers.base import DatabaseDriver
-from ..hooks import Hooks, WorkerInit
+from ..hooks import WorkerInit
+from ..hooks._dispatch import Hooks
 from ..migrations import migrate
 from ._options import RunOnceSummary, WorkerOptions
 from ._run import WorkerRun
@@ -53,6 +54,8 @@ class Worker:
     Raises:
         ConfigurationError: a hook is not a Plugin or Observer.
     """
+
+    __module__ = "graphile_worker.worker"
 
     def __init__(self, options: WorkerOptions) -> None:
         if not isinstance(options, WorkerOptions):

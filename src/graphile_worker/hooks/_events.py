@@ -1,0 +1,301 @@
+"""Lifecycle events, and :class:`Observer`, the base class of hooks that watch them.
+
+Events are frozen records of what happened (a job claimed, a job failed, a cron minute
+scheduled); an observer overrides the ``on_*`` methods of the events it cares about.
+:data:`EVENT_METHODS` routes each event type to its method, which is how the worker
+dispatches only to what an observer overrides.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Awaitable, Mapping
+from datetime import datetime
+from typing import Final, TypeAlias, final
+
+from ..spec import Job
+
+__all__ = [
+    "EVENT_METHODS",
+    "CronScheduled",
+    "CronTick",
+    "Event",
+    "JobComplete",
+    "JobFail",
+    "JobFetch",
+    "JobInterrupted",
+    "JobPermanentlyFail",
+    "JobStart",
+    "Observer",
+    "ObserverResult",
+    "WorkerInit",
+    "WorkerShutdown",
+    "WorkerStart",
+]
+
+
+@final
+@dataclasses.dataclass(frozen=True, slots=True)
+class WorkerInit:
+    """A worker was built and is about to connect; nothing has touched the database yet."""
+
+    __module__ = "graphile_worker.hooks"
+
+    worker_id: str
+
+
+@final
+@dataclasses.dataclass(frozen=True, slots=True)
+class WorkerStart:
+    """A worker is connected and migrated, and is about to look for jobs."""
+
+    __module__ = "graphile_worker.hooks"
+
+    worker_id: str
+
+
+@final
+@dataclasses.dataclass(frozen=True, slots=True)
+class WorkerShutdown:
+    """A worker stopped claiming jobs and is shutting down.
+
+    Attributes:
+        reason: Why, in words meant for logs (a signal, ``stop()``, an error).
+    """
+
+    __module__ = "graphile_worker.hooks"
+
+    worker_id: str
+    reason: str
+
+
+@final
+@dataclasses.dataclass(frozen=True, slots=True)
+class JobFetch:
+    """A worker claimed (locked) a job; it may still be skipped by a ``before_job_run`` hook."""
+
+    __module__ = "graphile_worker.hooks"
+
+    worker_id: str
+    job: Job
+
+
+@final
+@dataclasses.dataclass(frozen=True, slots=True)
+class JobStart:
+    """A job's handler is about to be called (every ``before_job_run`` hook said :class:`Run`)."""
+
+    __module__ = "graphile_worker.hooks"
+
+    worker_id: str
+    job: Job
+
+
+@final
+@dataclasses.dataclass(frozen=True, slots=True)
+class JobComplete:
+    """A job succeeded and was removed from the queue.
+
+    Attributes:
+        duration: Seconds the handler took.
+    """
+
+    __module__ = "graphile_worker.hooks"
+
+    worker_id: str
+    job: Job
+    duration: float
+
+
+@final
+@dataclasses.dataclass(frozen=True, slots=True)
+class JobFail:
+    """An attempt at a job failed; its ``last_error`` and back-off were recorded.
+
+    Attributes:
+        error: Why it failed (the handler's exception, a decoding or hook error).
+        next_run_at: When the job may run again, or ``None`` when it will not be retried
+            (a :class:`JobPermanentlyFail` then follows).
+    """
+
+    __module__ = "graphile_worker.hooks"
+
+    worker_id: str
+    job: Job
+    error: BaseException
+    next_run_at: datetime | None
+
+
+@final
+@dataclasses.dataclass(frozen=True, slots=True)
+class JobPermanentlyFail:
+    """A job used its last attempt; it stays in the table, failed, until someone acts on it."""
+
+    __module__ = "graphile_worker.hooks"
+
+    worker_id: str
+    job: Job
+    error: BaseException
+
+
+@final
+@dataclasses.dataclass(frozen=True, slots=True)
+class JobInterrupted:
+    """A running job was cancelled by shutdown and released without spending an attempt.
+
+    Attributes:
+        retry_at: When the job becomes runnable again.
+    """
+
+    __module__ = "graphile_worker.hooks"
+
+    worker_id: str
+    job: Job
+    retry_at: datetime
+
+
+@final
+@dataclasses.dataclass(frozen=True, slots=True)
+class CronTick:
+    """The cron scheduler reached a minute (UTC) and is about to schedule what is due in it.
+
+    Sent once for every minute while the worker runs, whether or not anything is due,
+    including minutes caught up after a late wake-up (a busy event loop, a suspended
+    machine, a clock set forward); backfilled minutes are reported by
+    :class:`CronScheduled` alone.
+
+    Attributes:
+        timestamp: The minute, seconds zero.
+        due: Identifiers of the cron items whose schedule matches it.
+    """
+
+    __module__ = "graphile_worker.hooks"
+
+    worker_id: str
+    timestamp: datetime
+    due: tuple[str, ...]
+
+
+@final
+@dataclasses.dataclass(frozen=True, slots=True)
+class CronScheduled:
+    """The cron scheduler offered the jobs due in one minute to the database.
+
+    Every worker running the same crontab offers each minute; the database lets exactly
+    one add each job, so across a fleet each identifier appears in ``scheduled`` once per
+    minute and in the others' ``already_scheduled``.
+
+    Attributes:
+        timestamp: The minute the jobs are for (their ``run_at``).
+        backfilled: Whether this is a start-up backfill of a minute missed while no worker
+            ran (within the items' ``fill``).
+        scheduled: Job id by cron identifier, for the jobs this worker added.
+        already_scheduled: Identifiers whose job for this minute was added before, by
+            another worker or an earlier run.
+    """
+
+    __module__ = "graphile_worker.hooks"
+
+    worker_id: str
+    timestamp: datetime
+    backfilled: bool
+    scheduled: Mapping[str, int]
+    already_scheduled: tuple[str, ...]
+
+
+Event: TypeAlias = (
+    WorkerInit
+    | WorkerStart
+    | WorkerShutdown
+    | JobFetch
+    | JobStart
+    | JobComplete
+    | JobFail
+    | JobPermanentlyFail
+    | JobInterrupted
+    | CronTick
+    | CronScheduled
+)
+"""Every event an :class:`Observer` can be told about."""
+
+ObserverResult: TypeAlias = "Awaitable[None] | None"
+"""What an observer method returns: nothing, or an awaitable (``async def`` overrides)."""
+
+
+# ---------------------------------------------------------------------------------- observers
+
+
+class Observer:
+    """Base class for observers: override the events you care about, as ``def`` or ``async def``.
+
+    Every method is a no-op here. The worker only calls the methods a subclass
+    overrides, so an observer that watches one event costs nothing on the others. An
+    exception from an observer is logged (on the worker's logger, ``graphile_worker.worker``
+    unless ``WorkerOptions.logger`` names another) and otherwise ignored; cancellation is
+    never swallowed.
+
+    One observer instance sees every job, and with ``concurrency`` above 1 the events of
+    different jobs interleave, so keep per-job state keyed by ``event.job.id``.
+    """
+
+    __module__ = "graphile_worker.hooks"
+
+    def on_worker_init(self, event: WorkerInit) -> ObserverResult:
+        """Called once when the worker starts up, before it connects."""
+        return None
+
+    def on_worker_start(self, event: WorkerStart) -> ObserverResult:
+        """Called once when the worker is ready and starts looking for jobs."""
+        return None
+
+    def on_worker_shutdown(self, event: WorkerShutdown) -> ObserverResult:
+        """Called once when the worker begins to shut down."""
+        return None
+
+    def on_job_fetch(self, event: JobFetch) -> ObserverResult:
+        """Called for every job the worker claims."""
+        return None
+
+    def on_job_start(self, event: JobStart) -> ObserverResult:
+        """Called just before a job's handler runs."""
+        return None
+
+    def on_job_complete(self, event: JobComplete) -> ObserverResult:
+        """Called after a job succeeded."""
+        return None
+
+    def on_job_fail(self, event: JobFail) -> ObserverResult:
+        """Called after every failed attempt."""
+        return None
+
+    def on_job_permanently_fail(self, event: JobPermanentlyFail) -> ObserverResult:
+        """Called when a job failed its last attempt."""
+        return None
+
+    def on_job_interrupted(self, event: JobInterrupted) -> ObserverResult:
+        """Called when shutdown cancelled a running job and released it."""
+        return None
+
+    def on_cron_tick(self, event: CronTick) -> ObserverResult:
+        """Called for every minute the cron scheduler reaches."""
+        return None
+
+    def on_cron_scheduled(self, event: CronScheduled) -> ObserverResult:
+        """Called after the cron scheduler offered a minute's jobs to the database."""
+        return None
+
+
+EVENT_METHODS: Final[dict[type[Event], str]] = {
+    WorkerInit: "on_worker_init",
+    WorkerStart: "on_worker_start",
+    WorkerShutdown: "on_worker_shutdown",
+    JobFetch: "on_job_fetch",
+    JobStart: "on_job_start",
+    JobComplete: "on_job_complete",
+    JobFail: "on_job_fail",
+    JobPermanentlyFail: "on_job_permanently_fail",
+    JobInterrupted: "on_job_interrupted",
+    CronTick: "on_cron_tick",
+    CronScheduled: "on_cron_scheduled",
+}
+"""Which :class:`Observer` method each event type is routed to."""
