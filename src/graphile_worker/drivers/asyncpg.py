@@ -26,7 +26,7 @@ from typing import Any
 import anyio
 import asyncpg
 
-from .._json import loads as json_loads
+from .._json import decode_column
 from ..errors import ConnectionLostError, GraphileWorkerError
 from ..sql import to_numbered
 from ._common import DriverBase, check_commit_status, numbered_values
@@ -104,7 +104,7 @@ async def _prepare_connection(connection: asyncpg.Connection) -> None:
         await connection.set_type_codec(
             type_name,
             encoder=_encode_json,
-            decoder=json_loads,
+            decoder=decode_column,
             schema="pg_catalog",
             format="text",
         )

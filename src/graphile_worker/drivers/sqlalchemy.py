@@ -16,7 +16,6 @@ SQLAlchemy's exceptions are translated into :mod:`graphile_worker.errors`.
 
 from __future__ import annotations
 
-import json
 import weakref
 from collections.abc import Sequence
 from functools import lru_cache
@@ -26,6 +25,7 @@ import sqlalchemy
 import sqlalchemy.exc
 from sqlalchemy.orm import Session
 
+from .._json import decode_column
 from ..errors import DatabaseError, QueryError
 from ._errors import ErrorMap, connection_lost, map_exceptions, sqlstate_error, sqlstate_of
 from .base import Params, Row
@@ -110,7 +110,7 @@ def _rows(result: CursorResult[Any], decode_json: bool) -> list[Row]:
         for column in columns:
             value = row.get(column)
             if isinstance(value, (str, bytes)):
-                row[column] = json.loads(value)
+                row[column] = decode_column(value)
         decoded.append(row)
     return decoded
 

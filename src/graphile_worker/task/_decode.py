@@ -145,7 +145,30 @@ def compile_decoder(annotation: object, *, owner: str) -> Decoder:
     Raises:
         TaskDefinitionError: the annotation names a type that cannot be built from JSON.
     """
-    return _Compiler(owner).compile(annotation)
+    compiler = _Compiler(owner)
+    decoder = compiler.compile(annotation)
+    return _within_the_recursion_limit(decoder) if compiler.recursive else decoder
+
+
+def _within_the_recursion_limit(decode: Decoder) -> Decoder:
+    """A decoder for a type that contains itself, failing cleanly on a payload too deep for it.
+
+    Such a decoder recurses once per level of the payload, and a payload nested a few
+    hundred levels deep (well within what the JSON decoder accepts) exhausts Python's
+    recursion limit. That is the payload's fault, so it is a decode failure, not a bug.
+    """
+
+    def decode_recursive(value: object, path: str) -> object:
+        try:
+            return decode(value, path)
+        except RecursionError:
+            raise DecodeFailure(
+                path,
+                "nested too deeply to decode (Python's recursion limit was reached); "
+                "send a shallower payload",
+            ) from None
+
+    return decode_recursive
 
 
 def compile_batch_decoder(item_annotation: object, *, owner: str) -> Decoder:
@@ -240,6 +263,7 @@ class _Compiler:
     def __init__(self, owner: str) -> None:
         self.owner = owner
         self.dataclasses: dict[type, Decoder] = {}
+        self.recursive = False  # some dataclass contains itself, directly or not
 
     def compile(self, annotation: object) -> Decoder:
         if (
@@ -385,6 +409,8 @@ class _Compiler:
     def _dataclass(self, cls: type) -> Decoder:
         known = self.dataclasses.get(cls)
         if known is not None:
+            if not isinstance(known, _DataclassDecoder):
+                self.recursive = True  # met again while its own fields are compiled
             return known
         # A dataclass may contain itself (a tree of nodes): register a forwarder first.
         compiled: list[Decoder] = []

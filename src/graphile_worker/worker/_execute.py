@@ -6,18 +6,29 @@ interceptor can cause becomes a failed attempt here, so the runner only has to d
 cancellation. What ends up in ``last_error`` follows Node graphile-worker: the error's
 message alone (``str(error)``, or the exception's class name when the message is empty);
 the traceback goes to the log.
+
+"Every failure" includes ``BaseException`` subclasses that are not the worker's own
+cancellation: a handler's ``sys.exit()``, a ``KeyboardInterrupt`` it raises itself, a
+custom ``BaseException``. They must be caught here, inside the job's coroutine: asyncio
+re-raises ``KeyboardInterrupt`` and ``SystemExit`` out of the event loop when they escape a
+task, which would stop the worker with outcomes unwritten and jobs locked. Real signals do
+not arrive this way; the worker's signal handlers turn them into a stop request.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from collections.abc import Callable
 from time import perf_counter
 from typing import TYPE_CHECKING, Literal
 
+import anyio
+
 from .._error_text import error_text
-from ..errors import JobAbortedError, UnknownTaskError
+from .._json import UndecodableJson
+from ..errors import JobAbortedError, JobError, PayloadDecodeError, UnknownTaskError
 from ..hooks import Failed, JobStart, SkipRun, Succeeded
 
 if TYPE_CHECKING:
@@ -33,6 +44,8 @@ if TYPE_CHECKING:
 __all__ = ["Attempt", "attempt_job", "log_outcome"]
 
 ContextFactory = Callable[["Job", object], "WorkerContext"]
+
+_logger = logging.getLogger("graphile_worker.worker")
 
 _SUCCEEDED = Succeeded()
 """Shared by every successful attempt (it has no fields); interceptors may return their own."""
@@ -77,12 +90,19 @@ async def attempt_job(
         # Claims only ever return jobs for known tasks; this guards a registry change.
         error = UnknownTaskError(f"no handler for task {job.task_identifier!r} in this worker")
         return Attempt("failed", error)
-    decode_error: Exception | None = None
-    try:
-        payload = task.decode(job.payload)
-    except Exception as error:  # noqa: BLE001 - a PayloadDecodeError, or a decoder's bug: fail the job
-        decode_error = error
-        payload = job.payload
+    decode_error: BaseException | None = None
+    payload: object = job.payload
+    if isinstance(payload, UndecodableJson):
+        # The driver could not decode the row's JSON (see graphile_worker._json).
+        decode_error = PayloadDecodeError(
+            f"{payload.column} could not be decoded: {payload.reason}; the handler was not "
+            "called (store a payload the worker can decode, or remove the job)"
+        )
+    else:
+        try:
+            payload = task.decode(job.payload)
+        except BaseException as error:  # noqa: BLE001 - a PayloadDecodeError, or a decoder's bug: fail the job
+            decode_error = error
     ctx = make_context(job, payload)
     started = perf_counter()  # a duration only: cheaper than the event loop's clock
     outcome: Outcome
@@ -97,12 +117,20 @@ async def attempt_job(
                 # The handler saw ctx.abort_requested and gave up: like a cancellation.
                 return Attempt("interrupted", duration=perf_counter() - started)
             outcome = Failed(error)
+        except BaseException as error:
+            if _is_worker_cancellation(error):
+                raise
+            outcome = Failed(error)  # SystemExit, KeyboardInterrupt and the like
     duration = perf_counter() - started
     if hooks:
         original = outcome
         try:
             outcome = await hooks.after_job_run(job, ctx, outcome)
         except Exception as error:  # noqa: BLE001 - a HookError naming the interceptor
+            outcome = Failed(error)
+        except BaseException as error:
+            if _is_worker_cancellation(error):
+                raise
             outcome = Failed(error)
         if outcome is not original and not (
             isinstance(outcome, Failed)
@@ -112,7 +140,77 @@ async def attempt_job(
             replacement = None  # the interceptor's verdict replaces the partial batch result
     if isinstance(outcome, Succeeded):
         return Attempt("completed", duration=duration)
-    return Attempt("failed", outcome.error, replacement, duration)
+    if replacement is not None and not _storable(replacement, job):
+        replacement = None
+    return Attempt("failed", _recordable(outcome.error), replacement, duration)
+
+
+def _is_worker_cancellation(error: BaseException) -> bool:
+    """Whether ``error`` is the worker cancelling this job, rather than something it raised.
+
+    Only a cancellation exception while a scope around this task is cancelled counts (the
+    shutdown grace period ran out): a handler may also raise one of its own, on asyncio
+    from a task it cancelled itself, and that fails the job like any other exception.
+    """
+    if not isinstance(error, anyio.get_cancelled_exc_class()):
+        return False
+    # -inf once a cancel scope around this task was cancelled.
+    return anyio.current_effective_deadline() <= anyio.current_time()
+
+
+def _recordable(error: BaseException) -> BaseException:
+    """``error``, or a stand-in when its message cannot be read or stored.
+
+    The message becomes ``last_error``. A ``__str__`` that raises, or text PostgreSQL
+    refuses (a lone surrogate), would make the statement recording the failure raise or
+    be rejected, and with it every other outcome in the same batch.
+    """
+    try:
+        text = error_text(error)
+    except BaseException as problem:  # noqa: BLE001 - a broken __str__ must not stop the worker
+        message = (
+            f"{type(error).__name__} (its message could not be read: "
+            f"{type(problem).__name__} in __str__)"
+        )
+    else:
+        if text.isascii():
+            return error
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            message = text.encode("utf-8", "backslashreplace").decode("utf-8")
+        else:
+            return error
+    stand_in = JobError(message).with_traceback(error.__traceback__)
+    stand_in.__cause__ = error
+    return stand_in
+
+
+def _storable(replacement: list[JSON], job: Job) -> bool:
+    """Whether a batch's failed items can be stored as its new payload.
+
+    They are the JSON the job held, decoded; encoding them again can still fail (a number
+    too large for a float, such as ``1e400``, comes back as infinity) or produce text
+    PostgreSQL rejects (``\\u0000``). Then the job keeps its whole payload instead, and
+    its next attempt retries every item.
+    """
+    try:
+        text = json.dumps(replacement, allow_nan=False, ensure_ascii=False)
+        text.encode("utf-8")  # no lone surrogates
+    except (ValueError, TypeError, RecursionError) as error:
+        problem = f"{type(error).__name__}: {error}"
+    else:
+        if "\\u0000" not in text:
+            return True
+        problem = "an item holds a NUL character, which PostgreSQL cannot store"
+    _logger.warning(
+        "Batch job %s (%s): its failed items cannot be stored as its new payload (%s); "
+        "it keeps its whole payload, so every item is retried",
+        job.id,
+        job.task_identifier,
+        problem,
+    )
+    return False
 
 
 async def _run(
