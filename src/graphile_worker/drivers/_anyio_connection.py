@@ -36,7 +36,12 @@ from ._anyio_waiting import cancel_query, wait, wait_connection
 from ._common import numbered_values
 from ._errors import as_connection_error
 from ._prepared import PreparedStatements, StatementKey, went_stale
-from ._psycopg_common import to_notification, translate_psycopg_error, use_fast_json
+from ._psycopg_common import (
+    SESSION_ENDED_SEVERITIES,
+    to_notification,
+    translate_psycopg_error,
+    use_fast_json,
+)
 from .base import Notification, Params, Row
 
 if TYPE_CHECKING:
@@ -58,7 +63,6 @@ _IDLE = pq.TransactionStatus.IDLE
 _IN_TRANSACTION = (pq.TransactionStatus.INTRANS, pq.TransactionStatus.INERROR)
 _FATAL_ERROR = pq.ExecStatus.FATAL_ERROR
 _AUTO = PyFormat.AUTO
-_SESSION_ENDED_SEVERITIES = frozenset({"FATAL", "PANIC"})
 
 
 def prepare_conninfo(conninfo: str) -> tuple[str, float]:
@@ -164,7 +168,7 @@ class AnyioConnection:
 
     def _on_notice(self, diagnostic: psycopg.errors.Diagnostic) -> None:
         # libpq reports a FATAL message that arrives between statements as a notice.
-        if diagnostic.severity_nonlocalized in _SESSION_ENDED_SEVERITIES:
+        if diagnostic.severity_nonlocalized in SESSION_ENDED_SEVERITIES:
             self._lost = True
 
     def close(self) -> None:

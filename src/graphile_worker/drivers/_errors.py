@@ -54,6 +54,13 @@ ErrorMap: TypeAlias = Mapping[type[BaseException], Translator]
 _CONNECTION_EXCEPTION_CLASS = "08"
 _SESSION_ENDING = frozenset({"57P01", "57P02", "57P03", "57P04", "57P05"})
 _UNIQUE_VIOLATION = "23505"
+# duplicate_prepared_statement and invalid_sql_statement_name: what a pooler that hands one
+# client several server connections (PgBouncer in transaction mode) causes.
+_PREPARED_STATEMENT_MISMATCH = frozenset({"42P05", "26000"})
+_POOLER_HINT = (
+    "prepared statements do not work through PgBouncer in transaction mode; turn them off "
+    "with --no-prepared-statements or prepared_statements=False"
+)
 
 
 def translate(error: BaseException, errors: ErrorMap) -> GraphileWorkerError | None:
@@ -102,7 +109,8 @@ def sqlstate_error(error: BaseException) -> DatabaseError:
 
     Class 08 and the class 57 codes that end the session: :class:`ConnectionLostError`;
     23505: :class:`UniqueViolationError`; anything else (or no SQLSTATE):
-    :class:`QueryError`.
+    :class:`QueryError`, whose message names the fix when a prepared statement went missing
+    or exists twice (42P05, 26000), which a transaction-mode pooler causes.
     """
     sqlstate = sqlstate_of(error)
     if sqlstate is not None and (
@@ -111,6 +119,9 @@ def sqlstate_error(error: BaseException) -> DatabaseError:
         return ConnectionLostError(_message(error), sqlstate=sqlstate)
     if sqlstate == _UNIQUE_VIOLATION:
         return UniqueViolationError(_message(error), sqlstate=sqlstate)
+    if sqlstate in _PREPARED_STATEMENT_MISMATCH:
+        first, newline, rest = _message(error).partition("\n")
+        return QueryError(f"{first} ({_POOLER_HINT}){newline}{rest}", sqlstate=sqlstate)
     return QueryError(_message(error), sqlstate=sqlstate)
 
 

@@ -3,21 +3,22 @@
 The three psycopg users (:class:`PsycopgSyncExecutor` over a caller's connection, the
 threaded driver and the asyncio driver) run the same few statements the same way; the
 functions here hold that once, so each driver module only decides *where* a call runs (a
-worker thread, the event loop).
+worker thread, the event loop). So does the check a pooled connection passes before it is
+lent out (:func:`server_ended`), and the pool settings that go with it.
 """
 
 from __future__ import annotations
 
 import logging
+import weakref
 from typing import TYPE_CHECKING, Any, cast
 
 import psycopg
-from psycopg.pq import TransactionStatus
+from psycopg.pq import ConnStatus, TransactionStatus
 from psycopg.rows import dict_row, tuple_row
 from psycopg.types.json import set_json_loads
 
-from .._json import FAST_JSON
-from .._json import loads as json_loads
+from .._json import decode_column
 from ..errors import ConfigurationError, GraphileWorkerError
 from ..sql import to_pyformat
 from ._errors import ErrorMap, connection_lost, map_exceptions, sqlstate_error, translate
@@ -25,15 +26,22 @@ from .base import Notification, Params, Row
 
 if TYPE_CHECKING:
     from psycopg import AsyncConnection, Connection
+    from psycopg.errors import Diagnostic
+    from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 __all__ = [
+    "CHECKOUT_WAIT_SLICE",
     "EMPTY_PARAMS",
     "IDLE_OR_GONE",
+    "POOL_RECONNECT_TIMEOUT",
+    "PROBE_CONNECT_TIMEOUT",
     "PSYCOPG_ERRORS",
+    "SESSION_ENDED_SEVERITIES",
     "PsycopgSyncExecutor",
     "connection_kwargs",
     "execute_script_sync",
     "execute_sync",
+    "failed_connects",
     "fetch_sync",
     "fetch_tuples_sync",
     "fetchrow_sync",
@@ -41,6 +49,7 @@ __all__ = [
     "needs_rollback",
     "rollback_quietly",
     "rowcount",
+    "server_ended",
     "to_notification",
     "translate_psycopg_error",
     "use_fast_json",
@@ -96,6 +105,85 @@ def needs_rollback(connection: Connection[Any] | AsyncConnection[Any]) -> bool:
     return not connection.closed and connection.pgconn.transaction_status not in IDLE_OR_GONE
 
 
+# ------------------------------------------------------------------ pooled connection health
+
+SESSION_ENDED_SEVERITIES = frozenset({"FATAL", "PANIC"})
+"""Severities of a server message that ends the session (``pg_terminate_backend``, a
+restart, ``idle_session_timeout``); sent between statements, libpq reports it as a notice."""
+
+POOL_RECONNECT_TIMEOUT = 2.0
+"""Seconds psycopg_pool keeps retrying, in the background, to replace a connection it lost.
+
+Its retries back off from 1 s and double (up to five minutes by default), so after a long
+outage the next attempt may be a minute or more away while callers wait. Giving up early
+costs nothing: a caller who needs a connection makes the pool start a fresh attempt at
+once, so connections come back as soon as the server accepts them, as asyncpg's do."""
+
+CHECKOUT_WAIT_SLICE = 1.0
+"""Longest single wait for a pooled connection; the pool's ``timeout`` is the total.
+
+psycopg_pool starts a new connection attempt only when a caller starts waiting; waiting
+in slices lets a caller who waited through an outage start one as soon as the background
+attempts have given up (:data:`POOL_RECONNECT_TIMEOUT`), instead of at its own timeout."""
+
+PROBE_CONNECT_TIMEOUT = 5
+"""Seconds (libpq wants a whole number) a probe connection may take; see
+:func:`failed_connects`."""
+
+
+def failed_connects(pool: ConnectionPool[Any] | AsyncConnectionPool[Any]) -> int:
+    """How many connection attempts ``pool`` has seen fail so far.
+
+    A caller waiting for a connection while this number grows is not waiting for a busy
+    connection to come back but for a server that refuses or cannot be reached: the
+    drivers then connect once themselves, to fail with the server's own reason at once
+    rather than after the pool's 30-second timeout (which, repeated for every statement,
+    would also keep a stopping worker waiting for minutes during an outage).
+    """
+    return pool.get_stats().get("connections_errors", 0)
+
+
+_watched: weakref.WeakSet[Any] = weakref.WeakSet()
+_ended: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def _watch(connection: Connection[Any] | AsyncConnection[Any]) -> None:
+    """Remember it when the server announces the end of this connection's session."""
+    ref = weakref.ref(connection)  # the handler must not keep the connection alive
+
+    def on_notice(diagnostic: Diagnostic) -> None:
+        if diagnostic.severity_nonlocalized in SESSION_ENDED_SEVERITIES:
+            ended = ref()
+            if ended is not None:
+                _ended.add(ended)
+
+    connection.add_notice_handler(on_notice)
+    _watched.add(connection)
+
+
+def server_ended(connection: Connection[Any] | AsyncConnection[Any]) -> bool:
+    """Whether a connection that sat idle in the pool is known to be dead, without a round trip.
+
+    A server ending a session sends a FATAL message and closes the socket; neither is read
+    until the connection is used, so a pool would lend out a corpse and the statement sent
+    on it would fail. Reading what arrived (a non-blocking ``recv``) and letting libpq parse
+    it notices either, for about a microsecond; psycopg_pool's own ``check_connection``
+    costs a round trip (0.1 to 0.2 ms) per checkout. A session lost silently (a cable
+    pulled, no FIN) is not noticed here; its statement fails and the caller retries.
+    """
+    if connection.closed:
+        return True
+    if connection not in _watched:
+        _watch(connection)
+    pgconn = connection.pgconn
+    try:
+        pgconn.consume_input()
+        pgconn.is_busy()  # parses what arrived, so a FATAL message reaches on_notice
+    except psycopg.OperationalError:
+        return True
+    return connection in _ended or pgconn.status != ConnStatus.OK
+
+
 def rollback_quietly(connection: Connection[Any]) -> None:
     """Roll back after an error; a connection that cannot is closed, so the pool drops it."""
     if not needs_rollback(connection):
@@ -125,14 +213,14 @@ def connection_kwargs(
 
 
 def use_fast_json(connection: Connection[Any] | AsyncConnection[Any]) -> None:
-    """Decode this connection's json/jsonb columns with :func:`graphile_worker._json.loads`.
+    """Decode this connection's json/jsonb columns with :func:`graphile_worker._json.decode_column`.
 
-    Called as each pooled connection opens; psycopg's own loader is :func:`json.loads`,
-    which :mod:`graphile_worker._json` matches value for value, faster when orjson is
-    installed (nothing changes without it).
+    Called as each pooled connection opens. psycopg's own loader is :func:`json.loads`,
+    which ours matches value for value, faster when orjson is installed; unlike it, ours
+    never raises (a value it cannot decode becomes an ``UndecodableJson``), so one bad row
+    cannot lose a whole claim.
     """
-    if FAST_JSON:
-        set_json_loads(json_loads, connection)
+    set_json_loads(decode_column, connection)
 
 
 def to_notification(notify: psycopg.Notify) -> Notification:

@@ -12,11 +12,15 @@ leak it). And when psycopg, cancelled mid-query, asks the server to cancel the q
 request is itself interrupted, so psycopg closes the socket and gives up; the backend would
 run the query to its end. A cancel handle taken when each connection is made lets us stop
 such an orphaned query on the server (:func:`_stop_orphaned_query`).
+
+Dead connections. A connection is checked as it leaves the pool (:meth:`PsycopgDriver._checkout`,
+no round trip); one the server closed meanwhile is dropped and the next one tried.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import aclosing, asynccontextmanager
 from typing import TYPE_CHECKING, Any, TypeVar, cast
@@ -26,7 +30,7 @@ import anyio
 import anyio.to_thread
 import psycopg
 from psycopg.rows import dict_row, tuple_row
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from ..errors import ConnectionLostError
 from ..sql import to_pyformat
@@ -34,10 +38,15 @@ from ._common import DriverBase, check_commit_status
 from ._errors import as_connection_error
 from ._listener import ListenConnection, listen_statement
 from ._psycopg_common import (
+    CHECKOUT_WAIT_SLICE,
     EMPTY_PARAMS,
+    POOL_RECONNECT_TIMEOUT,
+    PROBE_CONNECT_TIMEOUT,
     connection_kwargs,
+    failed_connects,
     needs_rollback,
     rowcount,
+    server_ended,
     to_notification,
     translate_psycopg_error,
     use_fast_json,
@@ -227,6 +236,7 @@ class PsycopgDriver(DriverBase):
                 prepared_statements=prepared_statements, prepare_threshold=prepare_threshold
             ),
             configure=_remember_cancel_handle,
+            reconnect_timeout=POOL_RECONNECT_TIMEOUT,
             open=False,
             name="graphile_worker",
         )
@@ -244,11 +254,60 @@ class PsycopgDriver(DriverBase):
 
     # ------------------------------------------------------------------------ statements
 
-    async def _call(self, operation: AsyncCall[T], sql: str, params: Params | None) -> T:
+    async def _checkout(self) -> AsyncConnection[Any]:
+        """A live connection from the pool, within the pool's timeout.
+
+        Connections the server closed while they sat idle are closed and handed back, which
+        makes the pool open a replacement; the next one is tried at once. psycopg_pool's own
+        ``check`` would instead sleep a second, then two, then four... between dead
+        connections, and a pool whose every backend was terminated would take a minute to
+        recover. While the pool fails to connect, one direct attempt reports why (see
+        :func:`~graphile_worker.drivers._psycopg_common.failed_connects`).
+
+        Raises:
+            ConnectionLostError: no live connection within the pool's ``timeout``, or the
+                server refused a new connection.
+        """
+        pool = self._pool
+        deadline = time.monotonic() + pool.timeout
+        failed = failed_connects(pool)
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise ConnectionLostError(
+                    f"no database connection became available within {pool.timeout:g} s"
+                )
+            try:
+                connection: AsyncConnection[Any] = await pool.getconn(
+                    timeout=min(remaining, CHECKOUT_WAIT_SLICE)
+                )
+            except PoolTimeout:
+                if failed_connects(pool) != failed:
+                    await self._probe()
+                    failed = failed_connects(pool)  # the server is back: wait for the pool
+                continue
+            except psycopg.Error as error:
+                raise translate_psycopg_error(error) from error
+            if not server_ended(connection):
+                return connection
+            logger.debug("dropping a pooled connection the server has closed")
+            with anyio.CancelScope(shield=True):
+                await connection.close()
+                await pool.putconn(connection)  # a closed connection is replaced, not kept
+
+    async def _probe(self) -> None:
+        """Connect once outside the pool, to raise the server's reason for refusing."""
         try:
-            connection = await self._pool.getconn()
+            probe = await psycopg.AsyncConnection.connect(
+                self._url, connect_timeout=PROBE_CONNECT_TIMEOUT
+            )
         except psycopg.Error as error:
-            raise translate_psycopg_error(error) from error
+            raise as_connection_error(translate_psycopg_error(error)) from error
+        with anyio.CancelScope(shield=True):
+            await probe.close()
+
+    async def _call(self, operation: AsyncCall[T], sql: str, params: Params | None) -> T:
+        connection = await self._checkout()
         try:
             return await _run(connection, operation, sql, params)
         finally:
@@ -284,10 +343,7 @@ class PsycopgDriver(DriverBase):
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncExecutor]:
         """Hold one pooled connection inside ``BEGIN`` ... ``COMMIT`` (``ROLLBACK`` on error)."""
-        try:
-            connection = await self._pool.getconn()
-        except psycopg.Error as error:
-            raise translate_psycopg_error(error) from error
+        connection = await self._checkout()
         executor = _ConnectionExecutor(connection)
         try:
             await executor.execute("BEGIN")

@@ -11,12 +11,17 @@ once (``abandon_on_cancel``) and then, shielded, asks the server to cancel the r
 and waits a few seconds for the thread to let go of the connection. The connection always
 goes back to the pool (or is closed) by whichever side finishes last, so cancelling never
 leaks a connection and never blocks shutdown for longer than :data:`CANCEL_GRACE_SECONDS`.
+
+Dead connections. A connection is checked as it leaves the pool (:func:`_checkout`, no
+round trip); one the server closed meanwhile is dropped and the next one tried, so killing
+every pooled backend costs the next statement a fresh connect, not a failure.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from functools import partial
@@ -25,22 +30,27 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import anyio
 import anyio.to_thread
 import psycopg
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from ..errors import ConnectionLostError
 from ._common import DriverBase, check_commit_status
 from ._errors import as_connection_error
 from ._listener import ListenConnection, listen_statement
 from ._psycopg_common import (
+    CHECKOUT_WAIT_SLICE,
+    POOL_RECONNECT_TIMEOUT,
+    PROBE_CONNECT_TIMEOUT,
     connection_kwargs,
     execute_script_sync,
     execute_sync,
+    failed_connects,
     fetch_sync,
     fetch_tuples_sync,
     fetchrow_sync,
     fetchval_sync,
     needs_rollback,
     rollback_quietly,
+    server_ended,
     to_notification,
     translate_psycopg_error,
     use_fast_json,
@@ -336,6 +346,41 @@ def _close_quietly(connection: Connection[Any]) -> None:
         logger.debug("error closing a connection: %s", error)
 
 
+def _checkout(pool: ConnectionPool[Any], conninfo: str, guard: _Guard) -> Connection[Any]:
+    """A live connection from ``pool`` (worker-thread side), within the pool's timeout.
+
+    Connections the server closed while they sat idle are closed and handed back, which
+    makes the pool open a replacement; the next one is tried at once. psycopg_pool's own
+    ``check`` would instead sleep a second, then two, then four... between dead connections,
+    and a pool whose every backend was terminated would take a minute to recover. While
+    the pool fails to connect, one direct attempt reports why (see :func:`failed_connects`).
+
+    Raises:
+        psycopg.Error: no live connection within the pool's ``timeout``
+            (``PoolTimeout``), or the server refused a new connection.
+    """
+    deadline = time.monotonic() + pool.timeout
+    failed = failed_connects(pool)
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or guard.cancelled:
+            raise PoolTimeout(f"no database connection became available within {pool.timeout:g} s")
+        try:
+            connection: Connection[Any] = pool.getconn(timeout=min(remaining, CHECKOUT_WAIT_SLICE))
+        except PoolTimeout:
+            if failed_connects(pool) != failed:
+                _close_quietly(
+                    psycopg.Connection.connect(conninfo, connect_timeout=PROBE_CONNECT_TIMEOUT)
+                )
+                failed = failed_connects(pool)  # the server is back: wait for the pool
+            continue
+        if not server_ended(connection):
+            return connection
+        logger.debug("dropping a pooled connection the server has closed")
+        _close_quietly(connection)
+        pool.putconn(connection)  # a closed connection is replaced, not kept
+
+
 class PsycopgThreadedDriver(DriverBase):
     """A :class:`~graphile_worker.drivers.DatabaseDriver` over sync psycopg, for any runtime.
 
@@ -389,6 +434,7 @@ class PsycopgThreadedDriver(DriverBase):
                 prepared_statements=prepared_statements, prepare_threshold=prepare_threshold
             ),
             configure=use_fast_json,
+            reconnect_timeout=POOL_RECONNECT_TIMEOUT,
             open=False,
             name="graphile_worker",
         )
@@ -402,9 +448,9 @@ class PsycopgThreadedDriver(DriverBase):
         guard.enter()
         try:
             try:
-                connection = self._pool.getconn()
+                connection = _checkout(self._pool, self._url, guard)
             except psycopg.Error as error:
-                raise translate_psycopg_error(error) from error
+                raise as_connection_error(translate_psycopg_error(error)) from error
             try:
                 if not guard.attach(connection):
                     return None
@@ -481,7 +527,10 @@ class PsycopgThreadedDriver(DriverBase):
     def _checkout_and_begin(self, guard: _Guard) -> Connection[Any]:
         guard.enter()
         try:
-            connection: Connection[Any] = self._pool.getconn()
+            try:
+                connection = _checkout(self._pool, self._url, guard)
+            except psycopg.Error as error:
+                raise as_connection_error(translate_psycopg_error(error)) from error
             try:
                 if not guard.attach(connection):
                     raise _Abandoned

@@ -8,6 +8,11 @@ at once, and the batcher writes many outcomes in one statement. Either way the
 ``JobComplete``/``JobFail``/``JobPermanentlyFail`` hooks fire once the outcome is in the
 database (``JobFail`` carries the ``run_at`` the database chose), and the counters behind
 :class:`~graphile_worker.worker.RunOnceSummary` count recorded outcomes only.
+
+An outcome that cannot be written for a passing reason is never dropped at once: without
+batching it goes to a batcher of its own, which retries it in the background for
+``outcome_retry_window`` seconds exactly as a batch is retried. While anything is owed,
+:attr:`OutcomeRecorder.troubled` tells the runner to claim nothing more.
 """
 
 from __future__ import annotations
@@ -15,13 +20,13 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 from .._error_text import error_text
 from ..errors import DatabaseError
 from ..hooks import JobComplete, JobFail, JobPermanentlyFail
 from ..sql.worker import FailureSpec, Released
-from ._batcher import Batcher
+from ._batcher import GIVEN_UP_FATE, RETRY_MAX_DELAY, RETRY_WINDOW, Batcher, worth_retrying
 from ._execute import log_outcome
 
 if TYPE_CHECKING:
@@ -50,6 +55,7 @@ class _Failure:
 
 
 _AnyBatcher: TypeAlias = "Batcher[_Success, set[int]] | Batcher[_Failure, dict[int, Released]]"
+_Item = TypeVar("_Item", _Success, _Failure)
 
 
 def _success_id(item: _Success) -> int:
@@ -73,6 +79,9 @@ class OutcomeRecorder:
         complete_delay: ``complete_job_batch_delay`` (``None``: no batching).
         fail_delay: ``fail_job_batch_delay`` (``None``: no batching).
         settled: Called after each batch (the runner then looks for jobs again).
+        retry_window: ``outcome_retry_window``: seconds an outcome that cannot be written
+            is retried before it is given up.
+        retry_max_delay: ``outcome_retry_max_delay``: longest wait between two attempts.
     """
 
     def __init__(
@@ -86,47 +95,53 @@ class OutcomeRecorder:
         complete_delay: float | None,
         fail_delay: float | None,
         settled: Callable[[], None],
+        retry_window: float = RETRY_WINDOW,
+        retry_max_delay: float = RETRY_MAX_DELAY,
     ) -> None:
         self._source = source
         self._hooks = hooks
         self._worker_id = worker_id
         self._logger = logger
         self._job_logger = job_logger
+        self._retry_window = retry_window
         self.completed = self.failed = self.permanently_failed = 0
-        self._completions: Batcher[_Success, set[int]] | None = None
-        self._failures: Batcher[_Failure, dict[int, Released]] | None = None
-        if complete_delay is not None:
-            self._completions = Batcher(
-                name="complete",
-                delay=complete_delay,
-                record=self._write_completions,
-                recorded=self._completions_recorded,
-                describe=_success_id,
-                settled=settled,
-                logger=logger,
-            )
-        if fail_delay is not None:
-            self._failures = Batcher(
-                name="fail",
-                delay=fail_delay,
-                record=self._write_failures,
-                recorded=self._failures_recorded,
-                describe=_failure_id,
-                settled=settled,
-                logger=logger,
-            )
-        self._batchers: tuple[_AnyBatcher, ...] = tuple(
-            batcher for batcher in (self._completions, self._failures) if batcher is not None
+        self._batch_completions = complete_delay is not None
+        self._batch_failures = fail_delay is not None
+        # Without batching, a batcher still holds the outcomes whose own write failed.
+        self._completions: Batcher[_Success, set[int]] = Batcher(
+            name="complete",
+            delay=complete_delay or 0.0,
+            record=self._write_completions,
+            recorded=self._completions_recorded,
+            describe=_success_id,
+            settled=settled,
+            logger=logger,
+            retry_window=retry_window,
+            retry_max_delay=retry_max_delay,
+            retry_only=complete_delay is None,
         )
+        self._failures: Batcher[_Failure, dict[int, Released]] = Batcher(
+            name="fail",
+            delay=fail_delay or 0.0,
+            record=self._write_failures,
+            recorded=self._failures_recorded,
+            describe=_failure_id,
+            settled=settled,
+            logger=logger,
+            retry_window=retry_window,
+            retry_max_delay=retry_max_delay,
+            retry_only=fail_delay is None,
+        )
+        self._batchers: tuple[_AnyBatcher, ...] = (self._completions, self._failures)
 
     async def start(self, group: TaskGroup) -> None:
-        """Start the batchers' background tasks in ``group`` (nothing without batching)."""
+        """Start the batchers' background tasks in ``group``."""
         for batcher in self._batchers:
             await group.start(batcher.run)
 
     @property
     def troubled(self) -> bool:
-        """Whether a batch is being retried after a failure (claim nothing meanwhile)."""
+        """Whether outcomes are owed that could not be written (claim nothing meanwhile)."""
         # Asked before every job taken from memory: a plain loop, no generator.
         for batcher in self._batchers:  # noqa: SIM110
             if batcher.troubled:
@@ -139,7 +154,12 @@ class OutcomeRecorder:
         return sum(batcher.unrecorded for batcher in self._batchers)
 
     async def drain(self) -> None:
-        """Write every outcome still waiting and stop the batchers; call shielded."""
+        """Write every outcome still waiting and stop the batchers; call shielded.
+
+        Outcomes being retried get a last, bounded round (see
+        :meth:`~graphile_worker.worker._batcher.Batcher.drain`), so a stop during an
+        outage ends.
+        """
         for batcher in self._batchers:
             await batcher.drain()
 
@@ -150,13 +170,14 @@ class OutcomeRecorder:
         log_outcome(self._job_logger, job, attempt)
         if attempt.kind == "completed":
             success = _Success(job, attempt.duration)
-            if self._completions is not None:
+            # While something is owed, the database is not answering: join the queue.
+            if self._batch_completions or self.troubled:
                 self._completions.add(success)
                 return
             try:
                 deleted = await self._write_completions([success])
             except DatabaseError as database_error:
-                self._lost(job, database_error)
+                self._write_failed(self._completions, success, database_error)
                 return
             await self._completions_recorded([success], deleted)
             return
@@ -165,38 +186,48 @@ class OutcomeRecorder:
         failure = _Failure(
             job, error, FailureSpec(job.id, error_text(error), attempt.replacement_payload)
         )
-        if self._failures is not None:
+        if self._batch_failures or self.troubled:
             self._failures.add(failure)
             return
         try:
             recorded = await self._write_failures([failure])
         except DatabaseError as database_error:
-            self._lost(job, database_error)
+            self._write_failed(self._failures, failure, database_error)
             return
         await self._failures_recorded([failure], recorded)
 
-    def _lost(self, job: Job, error: DatabaseError) -> None:
-        self._logger.error(
-            "Could not record the outcome of job %s (%s): %s; it stays locked by %s "
-            "until the stale-lock reset frees it",
+    def _write_failed(
+        self, batcher: Batcher[_Item, Any], item: _Item, error: DatabaseError
+    ) -> None:
+        """A lone outcome could not be written: retry it in the background, or give it up."""
+        job = item.job
+        if not worth_retrying(error):
+            self._logger.error(
+                "Could not record the outcome of job %s (%s): %s. Giving up on it (this worker "
+                "is %s): %s",
+                job.id,
+                job.task_identifier,
+                error,
+                self._worker_id,
+                GIVEN_UP_FATE,
+            )
+            return
+        self._logger.warning(
+            "Could not record the outcome of job %s (%s): %s; retrying for up to %.0fs, and "
+            "claiming no new jobs until it is written",
             job.id,
             job.task_identifier,
             error,
-            self._worker_id,
+            self._retry_window,
         )
+        batcher.add(item)
 
-    # A batcher retries by itself; a lone outcome retries inside JobSource (its default).
+    # One attempt each: the batchers do the retrying, in both modes.
     async def _write_completions(self, items: list[_Success]) -> set[int]:
-        jobs = [item.job for item in items]
-        if self._completions is not None:
-            return await self._source.complete(jobs, retry_delays=())
-        return await self._source.complete(jobs)
+        return await self._source.complete([item.job for item in items], retry_delays=())
 
     async def _write_failures(self, items: list[_Failure]) -> dict[int, Released]:
-        specs = [item.spec for item in items]
-        if self._failures is not None:
-            return await self._source.fail(specs, retry_delays=())
-        return await self._source.fail(specs)
+        return await self._source.fail([item.spec for item in items], retry_delays=())
 
     async def _completions_recorded(self, items: list[_Success], deleted: set[int]) -> None:
         self.completed += len(items)
