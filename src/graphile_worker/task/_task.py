@@ -5,7 +5,7 @@ knows its identifier, how to decode a payload for it and how to call it. The wor
 calls :meth:`Task.decode` (the job's JSON into the declared payload type, failing with a
 :class:`~graphile_worker.PayloadDecodeError` that names the task, the type and the field)
 and :meth:`Task.execute` (``async def`` handlers on the event loop, plain ``def`` ones in a
-worker thread so that they never block the loop).
+daemon thread so that they never block the loop, nor the process's exit).
 """
 
 from __future__ import annotations
@@ -16,8 +16,6 @@ import inspect
 import typing
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
-
-import anyio.to_thread
 
 from .._validate import check_task_identifier
 from ..errors import InvalidJobSpecError, PayloadDecodeError, TaskDefinitionError
@@ -32,6 +30,7 @@ from ._decode import (
     type_name,
 )
 from ._handlers import describe_handler, inspect_function, inspect_run_method
+from ._threads import run_in_daemon_thread
 
 if TYPE_CHECKING:
     from anyio import CapacityLimiter
@@ -167,13 +166,19 @@ class Task:
         """Run the handler on a payload from :meth:`decode`.
 
         An ``async def`` handler runs on the event loop. A plain ``def`` handler runs in a
-        worker thread through :func:`anyio.to_thread.run_sync`, limited by ``limiter``
-        (default: anyio's shared thread limiter, 40 threads); it is an argument rather
-        than part of the task because one task may serve several workers, each with its own
-        limit. If the call is cancelled (the worker's shutdown grace period ran out), the
-        thread is abandoned: the job is released at once and the thread's eventual result
-        is ignored. Python cannot stop a thread, so long-running sync handlers should watch
-        the context's abort signal.
+        daemon thread (reused from job to job) so that it never blocks the loop, limited by
+        ``limiter`` (default: anyio's shared thread limiter, 40 threads); the limiter is an
+        argument rather than part of the task because one task may serve several workers,
+        each with its own limit. From that thread the handler reaches the loop through
+        ``ctx.call_async`` or ``anyio.from_thread``.
+
+        Python cannot stop a thread. If the call is cancelled (the worker's shutdown grace
+        period ran out, or a second signal), the thread is abandoned: the cancellation
+        propagates at once (the worker then releases the job without spending its attempt),
+        the thread's eventual result is dropped, and, being a daemon thread, it never keeps
+        the process from exiting. A handler that never returns thus
+        costs a thread, not a stuck shutdown; long-running sync handlers should still
+        watch ``ctx.abort_requested`` and raise ``JobAbortedError`` to stop cleanly.
 
         Returns:
             ``None`` on success; for a batch task in which some items failed, a
@@ -188,8 +193,8 @@ class Task:
         if self.is_async:
             result = self._invoke(payload, ctx)
         else:
-            (result,) = await anyio.to_thread.run_sync(
-                _boxed, self._invoke, payload, ctx, limiter=limiter, abandon_on_cancel=True
+            (result,) = await run_in_daemon_thread(
+                _boxed, self._invoke, payload, ctx, limiter=limiter
             )
         if inspect.isawaitable(result):
             # A plain def that returns a coroutine (a sync wrapper around an async function):
