@@ -47,10 +47,12 @@ from graphile_worker.hooks import (
     SkipSchedule,
     Succeeded,
     WorkerInit,
+    WorkerRecovered,
     WorkerShutdown,
     WorkerStart,
 )
 from graphile_worker.hooks._dispatch import Hooks
+from graphile_worker.recovery import FailJob, RecoverLater, RecoverNow, StaleJob
 from graphile_worker.spec import JSON, Job, JobSpec
 
 pytestmark = pytest.mark.anyio
@@ -99,6 +101,7 @@ EVENTS: list[tuple[Event, str]] = [
     (JobInterrupted(WORKER, JOB, NOW + timedelta(seconds=30)), "on_job_interrupted"),
     (CronTick(WORKER, NOW, ("a",)), "on_cron_tick"),
     (CronScheduled(WORKER, NOW, False, {"a": 1}, ()), "on_cron_scheduled"),
+    (WorkerRecovered(WORKER, "graphile_worker_dead", (), ("q",)), "on_worker_recovered"),
 ]
 
 
@@ -144,6 +147,9 @@ class RecordingObserver(Observer):
 
     def on_job_interrupted(self, event: JobInterrupted) -> None:
         self._record("on_job_interrupted", event)
+
+    def on_worker_recovered(self, event: WorkerRecovered) -> None:
+        self._record("on_worker_recovered", event)
 
 
 class AsyncCompleteObserver(Observer):
@@ -540,6 +546,68 @@ class TestAfterJobRun:
             await hooks.after_job_run(JOB, CTX, Succeeded())
 
 
+STALE = StaleJob(
+    id=7,
+    task_identifier="charge_card",
+    queue_name=None,
+    worker_id="graphile_worker_dead",
+    locked_at=NOW,
+    attempts=1,
+    max_attempts=25,
+    last_error=None,
+    long_running=False,
+    started=True,
+    previously_recovered=False,
+)
+
+
+class TestRecoverJobChain:
+    async def test_without_interceptors_every_job_is_recovered_now(self) -> None:
+        hooks = Hooks([])
+        assert not hooks.intercepts_recovery
+        assert await hooks.recover_job(STALE) == RecoverNow()
+
+    async def test_the_first_decision_other_than_recover_now_wins(self) -> None:
+        calls: list[str] = []
+
+        def lenient(job: StaleJob) -> RecoverNow:
+            calls.append("lenient")
+            return RecoverNow()
+
+        async def strict(job: StaleJob) -> FailJob:
+            calls.append("strict")
+            return FailJob("charged twice is worse")
+
+        def never(job: StaleJob) -> RecoverLater:
+            calls.append("never")
+            return RecoverLater(60)
+
+        hooks = Hooks(
+            [Plugin("a", recover_job=[lenient, strict]), Plugin("b", recover_job=[never])]
+        )
+        assert hooks.intercepts_recovery
+        assert await hooks.recover_job(STALE) == FailJob("charged twice is worse")
+        assert calls == ["lenient", "strict"]
+
+    async def test_a_broken_interceptor_is_logged_and_the_job_recovered(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        def boom(job: StaleJob) -> RecoverNow:
+            raise ValueError("bug in the policy")
+
+        wrong: Any = lambda job: "later"
+        for interceptor, message in (
+            (boom, "raised ValueError: bug in the policy"),
+            (wrong, "returned 'later'"),
+        ):
+            caplog.clear()
+            hooks = Hooks([Plugin("policy", recover_job=[interceptor])])
+            with caplog.at_level(logging.ERROR, logger="graphile_worker.hooks"):
+                assert await hooks.recover_job(STALE) == RecoverNow()
+            assert message in caplog.text
+            assert "recovering job 7 as usual" in caplog.text
+
+
 class TestPlugin:
     async def test_a_plugin_bundles_observers_and_every_interceptor(self) -> None:
         log: list[tuple[str, str, Event]] = []
@@ -664,8 +732,9 @@ class TestEmptyHooks:
             (Plugin("p", before_job_schedule=[lambda request: Schedule()]),),
             (Plugin("p", before_job_run=[lambda job, ctx: Run()]),),
             (Plugin("p", after_job_run=[lambda job, ctx, outcome: outcome]),),
+            (Plugin("p", recover_job=[lambda job: RecoverNow()]),),
         ],
-        ids=["observer", "before_job_schedule", "before_job_run", "after_job_run"],
+        ids=["observer", "before_job_schedule", "before_job_run", "after_job_run", "recover_job"],
     )
     def test_anything_to_call_is_truthy(self, items: tuple[Plugin | Observer, ...]) -> None:
         hooks = Hooks(items)

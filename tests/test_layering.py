@@ -31,6 +31,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("drivers",),
     ("migrations",),
     ("schema",),
+    ("recovery",),  # the worker registry and the sweep, which utils and the worker run
     ("utils",),  # below context, whose ctx.utils is a WorkerUtils
     ("context",),
     ("task",),

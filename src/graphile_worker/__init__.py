@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ._json import UndecodableJson
 from .crontab import CronBuilder, CronItem, cron, load_crontab, parse_crontab
 from .drivers import (
     DRIVER_NAMES,
@@ -45,6 +46,7 @@ from .errors import (
 )
 from .hooks import Observer, Plugin
 from .migrations import LATEST_MIGRATION, MigrationReport, migrate, migrate_sync
+from .recovery import RecoveryOptions, SweepReport, WorkerInfo
 from .spec import JSON, CleanupTask, Job, JobKeyMode, JobSpec, TypedPayload
 from .task import BatchResult, Task, TaskRegistry, load_tasks, task
 from .utils import JobInput, SyncWorkerUtils, WorkerUtils
@@ -128,19 +130,23 @@ __all__ = [
     "PayloadDecodeError",
     "Plugin",
     "QueryError",
+    "RecoveryOptions",
     "RefetchDelay",
     "RunOnceSummary",
+    "SweepReport",
     "SyncExecutor",
     "SyncWorkerUtils",
     "Task",
     "TaskDefinitionError",
     "TaskRegistry",
     "TypedPayload",
+    "UndecodableJson",
     "UniqueViolationError",
     "UnknownTaskError",
     "UnsupportedPostgresVersionError",
     "Worker",
     "WorkerContext",
+    "WorkerInfo",
     "WorkerOptions",
     "WorkerTables",
     "WorkerUtils",

@@ -25,6 +25,7 @@ from ._validate import check_task_identifier
 from .drivers.base import AsyncExecutor, DatabaseDriver, SyncExecutor
 from .errors import ConfigurationError, InvalidJobSpecError
 from .migrations import MigrationReport, migrate, migrate_sync
+from .recovery import SweepReport, WorkerInfo, list_workers, list_workers_sync, sweep, sweep_sync
 from .spec import CleanupTask, Job, JobSpec, TypedPayload
 from .sql import DEFAULT_SCHEMA, maintenance, quote_identifier
 from .sql import jobs as jobs_sql
@@ -55,6 +56,16 @@ SyncBind: TypeAlias = Union["Session", "Connection", "psycopg.Connection[Any]"]
 """A caller's sync connection or session that ``using`` accepts."""
 AsyncBind: TypeAlias = Union["AsyncSession", "AsyncConnection"]
 """A caller's async connection or session that ``using`` accepts."""
+
+
+def _worker_ids(ids: Iterable[str]) -> frozenset[str]:
+    if isinstance(ids, str):
+        raise ConfigurationError(f"dead must be a list of worker ids, not the string {ids!r}")
+    checked = frozenset(ids)
+    for worker_id in checked:
+        if not isinstance(worker_id, str) or not worker_id:
+            raise ConfigurationError(f"worker ids must be non-empty strings, not {worker_id!r}")
+    return checked
 
 
 class _NoPayload:
@@ -469,6 +480,32 @@ class WorkerUtils(_UtilsBase):
         """Release jobs and queues held by workers that are known to be dead."""
         await run_async(self._force_unlock_workers(worker_ids), self._executor)
 
+    async def list_workers(self) -> list[WorkerInfo]:
+        """The workers in the registry, oldest first; see :mod:`graphile_worker.recovery`.
+
+        Raises:
+            MigrationError: the schema has no worker registry (migrate with this version).
+        """
+        return await list_workers(self._executor, schema=self._schema)
+
+    async def sweep(self, *, dry_run: bool = False, dead: Iterable[str] = ()) -> SweepReport:
+        """Recover the jobs of workers that stopped heartbeating, as running workers do.
+
+        Args:
+            dry_run: Change nothing; the report says what would be done.
+            dead: Ids of workers known to be dead, recovered whatever their heartbeat.
+
+        Raises:
+            MigrationError: the schema has no worker registry (migrate with this version).
+        """
+        return await sweep(
+            self._executor,
+            schema=self._schema,
+            dry_run=dry_run,
+            dead=_worker_ids(dead),
+            in_transaction=self._in_transaction,
+        )
+
     async def cleanup(
         self,
         *,
@@ -607,6 +644,20 @@ class SyncWorkerUtils(_UtilsBase):
     def force_unlock_workers(self, worker_ids: Iterable[str]) -> None:
         """Release jobs and queues held by workers that are known to be dead."""
         run_sync(self._force_unlock_workers(worker_ids), self._executor)
+
+    def list_workers(self) -> list[WorkerInfo]:
+        """The workers in the registry, oldest first (see :meth:`WorkerUtils.list_workers`)."""
+        return list_workers_sync(self._executor, schema=self._schema)
+
+    def sweep(self, *, dry_run: bool = False, dead: Iterable[str] = ()) -> SweepReport:
+        """Recover the jobs of dead workers (see :meth:`WorkerUtils.sweep`)."""
+        return sweep_sync(
+            self._executor,
+            schema=self._schema,
+            dry_run=dry_run,
+            dead=_worker_ids(dead),
+            in_transaction=self._in_transaction(),
+        )
 
     def cleanup(
         self,

@@ -287,6 +287,52 @@ class TestRunning:
         supervisor.signal(signal.SIGTERM)
         assert supervisor.wait() == 0, supervisor.describe()
 
+    def test_a_killed_childs_job_is_handed_back_at_once(
+        self,
+        start: Callable[..., Supervisor],
+        database_url: str,
+        sync_connection: psycopg.Connection[Any],
+        tmp_path: Path,
+    ) -> None:
+        started, done = tmp_path / "started.txt", tmp_path / "done.txt"
+        job_id = add_job(
+            sync_connection,
+            "slow",
+            {"started": str(started), "done": str(done), "seconds": 600},
+        )
+        supervisor = start("--processes", "2", "-c", database_url, "--recovery-delay", "0")
+        wait_until(started.exists, "the slow job to start")
+        victim = int(started.read_text().split()[0])
+        # A second after it starts, the worker reports the job running in the registry.
+        wait_until(
+            lambda: sync_connection.execute(
+                "select 1 from graphile_worker._pyworker_workers where %s = any(running_job_ids)",
+                (job_id,),
+            ).fetchone(),
+            "the registry to show the job running",
+        )
+
+        os.kill(victim, signal.SIGKILL)
+        supervisor.wait_for_log("Restarted worker process")
+        # Handed back by `sweep --dead-pid`, minutes before any heartbeat would go stale;
+        # the job had started, so its attempt counts, and it runs again.
+        assert "Recovered worker graphile_worker_" in supervisor.stderr, supervisor.describe()
+        wait_until(
+            lambda: len(started.read_text().split()) == 2, "the job to start again", timeout=30
+        )
+        second = int(started.read_text().split()[1])
+        assert second != victim
+        row = sync_connection.execute(
+            "select attempts, last_error from graphile_worker._private_jobs where id = %s",
+            (job_id,),
+        ).fetchone()
+        assert row is not None
+        assert row[0] == 2  # the killed attempt counts, the new one is running
+        assert "reported dead; it was running, so the attempt counts" in row[1]
+
+        supervisor.signal(signal.SIGTERM)
+        assert supervisor.wait() == 0, supervisor.describe()
+
     def test_a_second_sigint_stops_the_children_at_once(
         self,
         start: Callable[..., Supervisor],

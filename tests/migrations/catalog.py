@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from psycopg.rows import dict_row
 
-from graphile_worker.migrations.catalog import QUEUE_ORDER_INDEX
+from graphile_worker.migrations.catalog import QUEUE_ORDER_INDEX, WORKER_REGISTRY_TABLE
 
 if TYPE_CHECKING:
     import psycopg
@@ -318,7 +318,7 @@ def catalog_snapshot(
     return _without(snapshot, exclude) if exclude else snapshot
 
 
-EXTENSION_OBJECTS = ("_pyworker_migrations", QUEUE_ORDER_INDEX)
+EXTENSION_OBJECTS = ("_pyworker_migrations", QUEUE_ORDER_INDEX, WORKER_REGISTRY_TABLE)
 """What our default extension steps add to a schema; Node never has these."""
 
 

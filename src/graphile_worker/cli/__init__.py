@@ -1,5 +1,5 @@
-"""The ``graphile-worker`` command line: ``run``, ``migrate``, ``add``, ``cleanup``, ``cron`` and
-``demo``.
+"""The ``graphile-worker`` command line: ``run``, ``migrate``, ``add``, ``cleanup``, ``cron``,
+``demo``, ``workers`` and ``sweep``.
 
 ``main`` is the click group behind the console script (and ``python -m graphile_worker.cli``).
 Each command lives in its own ``_``-prefixed module and imports the heavy parts of the
@@ -17,6 +17,7 @@ from ._common import LOG_LEVELS, CliGroup
 from ._cron import cron_group
 from ._demo import demo_command
 from ._migrate import migrate_command
+from ._recovery import sweep_command, workers_command
 from ._run import run_command
 
 __all__ = ["main"]
@@ -50,3 +51,5 @@ main.add_command(add_command)
 main.add_command(cleanup_command)
 main.add_command(cron_group)
 main.add_command(demo_command)
+main.add_command(workers_command)
+main.add_command(sweep_command)

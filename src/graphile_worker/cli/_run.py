@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -19,6 +20,9 @@ from ._common import (
 )
 from ._cron import default_crontab
 from ._tasks import load_registry, tasks_option
+
+if TYPE_CHECKING:
+    from ..recovery import RecoveryOptions
 
 __all__ = ["run_command"]
 
@@ -130,6 +134,56 @@ __all__ = ["run_command"]
     "[default: one at a time]",
 )
 @click.option(
+    "--shutdown-grace-period",
+    type=click.IntRange(min=0),
+    default=5000,
+    show_default=True,
+    metavar="MS",
+    help="Milliseconds running jobs get to finish after SIGINT/SIGTERM; then they are "
+    "released for a later run (a plain def handler's thread is left behind) and the "
+    "process exits.",
+)
+@click.option(
+    "--heartbeat-interval",
+    type=click.IntRange(min=1),
+    default=30_000,
+    show_default=True,
+    metavar="MS",
+    help="Milliseconds between heartbeats in the worker registry (and between sweeps for "
+    "dead workers).",
+)
+@click.option(
+    "--stale-after",
+    type=click.IntRange(min=1),
+    default=300_000,
+    show_default=True,
+    metavar="MS",
+    help="Milliseconds without a heartbeat after which this worker is presumed dead and "
+    "its jobs are handed back (at least twice --heartbeat-interval).",
+)
+@click.option(
+    "--recovery-delay",
+    type=click.IntRange(min=0),
+    default=30_000,
+    show_default=True,
+    metavar="MS",
+    help="Milliseconds a job recovered from a dead worker waits before it runs again.",
+)
+@click.option(
+    "--long-running-stale-after",
+    type=click.IntRange(min=1),
+    default=3_600_000,
+    show_default=True,
+    metavar="MS",
+    help="The same as --stale-after for jobs flagged long-running (at least --stale-after).",
+)
+@click.option(
+    "--no-recovery",
+    is_flag=True,
+    help="Do not register, heartbeat or sweep: if this worker dies, its jobs wait for the "
+    "four-hour lock expiry (Node's behaviour).",
+)
+@click.option(
     "-q",
     "--quiet",
     is_flag=True,
@@ -162,6 +216,12 @@ def run_command(
     local_queue_refetch_threshold: int,
     complete_job_batch_delay: int | None,
     fail_job_batch_delay: int | None,
+    shutdown_grace_period: int,
+    heartbeat_interval: int,
+    stale_after: int,
+    recovery_delay: int,
+    long_running_stale_after: int,
+    no_recovery: bool,
     quiet: bool,
     driver: str,
     runtime: str,
@@ -179,8 +239,13 @@ def run_command(
     default). Any number of workers may run one crontab: each minute is scheduled once.
     With --once nothing is scheduled (as in Node), but the crontab is still checked.
 
-    On SIGINT or SIGTERM the worker stops taking jobs and lets running ones finish within a
-    grace period; a second signal exits at once.
+    On SIGINT or SIGTERM the worker stops taking jobs and lets running ones finish within
+    --shutdown-grace-period; jobs still running then are released without spending their
+    attempt, and the process exits (status 0). A second signal skips the wait.
+
+    The worker registers in the schema's worker registry and heartbeats; a worker silent
+    for longer than its --stale-after (kill -9, a lost machine) is given up by the others,
+    which hand its jobs back (see `graphile-worker workers` and `graphile-worker sweep`).
 
     With --processes N (POSIX only), N copies of this command run as child processes of a
     supervisor, one core each: it migrates once, passes SIGINT/SIGTERM on to every child,
@@ -201,6 +266,9 @@ def run_command(
             f"--local-queue-refetch-delay ({local_queue_refetch_delay} ms) must not be longer "
             f"than --poll-interval ({poll_interval} ms)"
         )
+    recovery = _recovery_options(
+        no_recovery, heartbeat_interval, stale_after, recovery_delay, long_running_stale_after
+    )
     crontab = default_crontab() if crontab_file is None else crontab_file
     if crontab is not None:
         from ..crontab import load_crontab
@@ -240,7 +308,9 @@ def run_command(
         local_queue=local_queue,
         complete_job_batch_delay=_seconds(complete_job_batch_delay),
         fail_job_batch_delay=_seconds(fail_job_batch_delay),
+        shutdown_grace_period=shutdown_grace_period / 1000,
         crontab=crontab,
+        recovery=recovery,
     )
     worker = Worker(options)
     if once:
@@ -252,6 +322,32 @@ def run_command(
         )
     else:
         run_async(worker.run, connection=connection, backend=runtime)
+
+
+def _recovery_options(
+    off: bool, interval: int, stale_after: int, delay: int, long_stale_after: int
+) -> RecoveryOptions | None:
+    """The recovery flags (milliseconds), checked before any process starts."""
+    if off:
+        return None
+    if stale_after < 2 * interval:
+        raise click.UsageError(
+            f"--stale-after ({stale_after} ms) must be at least twice --heartbeat-interval "
+            f"({interval} ms): otherwise one late heartbeat gives a live worker up"
+        )
+    if long_stale_after < stale_after:
+        raise click.UsageError(
+            f"--long-running-stale-after ({long_stale_after} ms) must be at least "
+            f"--stale-after ({stale_after} ms)"
+        )
+    from ..recovery import RecoveryOptions
+
+    return RecoveryOptions(
+        heartbeat_interval=interval / 1000,
+        stale_after=stale_after / 1000,
+        recovery_delay=delay / 1000,
+        long_running_stale_after=long_stale_after / 1000,
+    )
 
 
 def _seconds(milliseconds: int | None) -> float | None:

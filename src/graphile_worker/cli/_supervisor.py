@@ -10,7 +10,8 @@ The supervisor itself never touches the database and imports no driver or task m
 Before the workers it runs ``graphile-worker migrate`` once, so that a database that cannot
 be reached, or whose schema is too new, is reported once rather than N times (the workers
 still check the schema when they start; it is then up to date and the check is cheap). It
-passes SIGINT and SIGTERM on to every child (as SIGTERM), starts a child that ended
+passes SIGINT and SIGTERM on to every child (as SIGTERM), hands back at once the jobs of a
+child that died (``graphile-worker sweep --dead-pid``), starts a child that ended
 unexpectedly again after a back-off, gives up when a child cannot start, and exits 0 only
 when every child stopped cleanly.
 
@@ -77,6 +78,9 @@ _CLEAN_WHILE_STOPPING = frozenset({0, -signal.SIGTERM})
 it arrived before the child had installed its handlers (while it was still importing)."""
 
 _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+
+_SWEEP_TIMEOUT = 60.0
+"""Seconds the supervisor waits for ``sweep --dead-pid`` after a child died."""
 
 _Handler: TypeAlias = "Callable[[int, FrameType | None], object] | int | signal.Handlers | None"
 
@@ -340,11 +344,13 @@ class _Supervisor:
         *,
         worker_command: Sequence[str],
         migrate_command: Sequence[str],
+        sweep_command: Sequence[str] | None = None,
         processes: int,
         once: bool,
     ) -> None:
         self._worker_command = list(worker_command)
         self._migrate_command = list(migrate_command)
+        self._sweep_command = None if sweep_command is None else list(sweep_command)
         self._once = once
         self._slots = [_Slot(index) for index in range(1, processes + 1)]
         self._setup = _child_setup()
@@ -488,9 +494,44 @@ class _Supervisor:
             )
         self._stop()
 
+    def _release_jobs_of(self, slot: _Slot, pid: int) -> None:
+        """Hand back at once what a child that died still locks (``sweep --dead-pid``).
+
+        Without this its jobs and named queues would wait for the other workers' sweeps to
+        find its heartbeat stale (minutes). Run as a command, like ``migrate``, so that the
+        supervisor itself never touches the database; its report goes to the log.
+        """
+        if self._sweep_command is None:
+            return
+        try:
+            finished = subprocess.run(
+                [*self._sweep_command, "--dead-pid", str(pid)],
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                timeout=_SWEEP_TIMEOUT,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            logger.error(
+                "Could not release the jobs of %s within %.0fs; the other workers' sweeps "
+                "will, once its heartbeat is stale",
+                slot.name,
+                _SWEEP_TIMEOUT,
+            )
+            return
+        output = (finished.stdout + finished.stderr).decode(errors="replace").strip()
+        if finished.returncode != 0:
+            logger.error("Could not release the jobs of %s: %s", slot.name, output)
+        elif output:
+            for line in output.splitlines():
+                logger.info("%s", line)
+
     def _on_exit(self, slot: _Slot, status: int, now: float) -> None:
         name, what = slot.name, describe_status(status)
+        pid = slot.process.pid if slot.process is not None else 0
         slot.process = None
+        if status not in _CLEAN_WHILE_STOPPING:
+            self._release_jobs_of(slot, pid)
         if self._stop_level:
             if status in _CLEAN_WHILE_STOPPING:
                 logger.info("%s has stopped", name.capitalize())
@@ -565,6 +606,9 @@ def supervise(ctx: click.Context, processes: int, *, once: bool) -> None:
             "migrate",
             *command_line(ctx, only={"connection", "schema", "driver"}),
         ],
+        sweep_command=None
+        if ctx.params.get("no_recovery")
+        else [*prefix, "sweep", *command_line(ctx, only={"connection", "schema", "driver"})],
         processes=processes,
         once=once,
     )

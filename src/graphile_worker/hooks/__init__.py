@@ -9,7 +9,9 @@ Two kinds of hook, deliberately kept apart because they fail differently:
   is scheduled (:class:`Schedule`, :class:`SkipSchedule`, :class:`FailSchedule`), before a
   job runs (:class:`Run`, :class:`SkipRun`, :class:`FailRun`) and after it ran (an
   :data:`Outcome`). Because interceptors decide outcomes, one that refuses or raises fails
-  that job with a :class:`~graphile_worker.HookError`.
+  that job with a :class:`~graphile_worker.HookError`. ``recover_job`` interceptors decide
+  what happens to each job of a dead worker (see :mod:`graphile_worker.recovery`); one
+  that raises is logged and the job is recovered as usual.
 
 A :class:`Plugin` bundles observers and interceptors under one name. Hand plugins and bare
 observers to ``WorkerOptions(hooks=[...])``; the worker calls an observer only for the
@@ -33,6 +35,7 @@ from ._events import JobStart as JobStart
 from ._events import Observer as Observer
 from ._events import ObserverResult as ObserverResult
 from ._events import WorkerInit as WorkerInit
+from ._events import WorkerRecovered as WorkerRecovered
 from ._events import WorkerShutdown as WorkerShutdown
 from ._events import WorkerStart as WorkerStart
 from ._interceptors import UNCHANGED as UNCHANGED
@@ -83,6 +86,7 @@ __all__ = [
     "SkipSchedule",
     "Succeeded",
     "WorkerInit",
+    "WorkerRecovered",
     "WorkerShutdown",
     "WorkerStart",
 ]

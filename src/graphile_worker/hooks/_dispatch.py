@@ -14,7 +14,10 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Final, TypeAlias, final
 
+import anyio
+
 from ..errors import ConfigurationError, HookError
+from ..recovery import FailJob, RecoverLater, RecoverNow, RecoveryDecision, StaleJob
 from ..spec import Job
 from ._events import EVENT_METHODS, Event, Observer
 from ._interceptors import (
@@ -71,6 +74,7 @@ class Hooks:
         "_logger",
         "_observers",
         "_plugin_names",
+        "_recover_job",
     )
 
     def __init__(
@@ -86,6 +90,7 @@ class Hooks:
         before_schedule: list[_Handler] = []
         before_run: list[_Handler] = []
         after_run: list[_Handler] = []
+        recover: list[_Handler] = []
         plugin_names: list[str] = []
         for item in items:
             if isinstance(item, Plugin):
@@ -102,6 +107,7 @@ class Hooks:
                 before_schedule.extend(_labelled(item.name, item.before_job_schedule))
                 before_run.extend(_labelled(item.name, item.before_job_run))
                 after_run.extend(_labelled(item.name, item.after_job_run))
+                recover.extend(_labelled(item.name, item.recover_job))
             elif isinstance(item, Observer):
                 _add_observer(observers, callable_name(type(item)), item)
             else:
@@ -110,8 +116,9 @@ class Hooks:
         self._before_job_schedule = tuple(before_schedule)
         self._before_job_run = tuple(before_run)
         self._after_job_run = tuple(after_run)
+        self._recover_job = tuple(recover)
         self._plugin_names = tuple(plugin_names)
-        self._empty = not (self._observers or before_schedule or before_run or after_run)
+        self._empty = not (self._observers or before_schedule or before_run or after_run or recover)
 
     @property
     def empty(self) -> bool:
@@ -127,7 +134,8 @@ class Hooks:
             f"Hooks(plugins={list(self._plugin_names)!r}, observed={events!r}, "
             f"before_job_schedule={len(self._before_job_schedule)}, "
             f"before_job_run={len(self._before_job_run)}, "
-            f"after_job_run={len(self._after_job_run)})"
+            f"after_job_run={len(self._after_job_run)}, "
+            f"recover_job={len(self._recover_job)})"
         )
 
     async def notify(self, event: Event) -> None:
@@ -144,8 +152,11 @@ class Hooks:
                 result = method(event)
                 if inspect.isawaitable(result):
                     await result
-            # One try per observer is the point: a broken observer must not silence the rest.
-            except Exception:  # noqa: PERF203
+            # One try per observer is the point: a broken observer must not silence the rest,
+            # nor stop the worker with a SystemExit or KeyboardInterrupt of its own.
+            except BaseException as error:  # noqa: PERF203
+                if isinstance(error, anyio.get_cancelled_exc_class()):
+                    raise
                 self._logger.exception(
                     "Observer %s raised in %s while handling %s%s; ignoring it",
                     label,
@@ -236,6 +247,41 @@ class Hooks:
                 raise _bad_result(stage, label, result, "Succeeded() or Failed(error)")
             outcome = result
         return outcome
+
+    @property
+    def intercepts_recovery(self) -> bool:
+        """Whether any ``recover_job`` interceptor is registered."""
+        return bool(self._recover_job)
+
+    async def recover_job(self, job: StaleJob) -> RecoveryDecision:
+        """Run the ``recover_job`` chain; the first decision other than :class:`RecoverNow`
+        wins.
+
+        Never raises for an interceptor's fault: one that raises or answers something else
+        is logged, and the job is recovered as if it had said :class:`RecoverNow`, because
+        a broken hook must not leave a dead worker's jobs locked.
+        """
+        stage = "recover_job"
+        for label, interceptor in self._recover_job:
+            try:
+                decision = await _call(stage, label, interceptor, job)
+            except HookError as error:
+                self._logger.error("%s; recovering job %s as usual", error, job.id)
+                return _RECOVER_NOW
+            if isinstance(decision, RecoverNow):
+                continue
+            if isinstance(decision, (RecoverLater, FailJob)):
+                return decision
+            self._logger.error(
+                "%s; recovering job %s as usual",
+                _bad_result(stage, label, decision, "RecoverNow(), RecoverLater() or FailJob()"),
+                job.id,
+            )
+            return _RECOVER_NOW
+        return _RECOVER_NOW
+
+
+_RECOVER_NOW: Final = RecoverNow()
 
 
 def _add_observer(

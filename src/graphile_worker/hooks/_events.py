@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Mapping
 from datetime import datetime
 from typing import Final, TypeAlias, final
 
+from ..recovery import RecoveredJob
 from ..spec import Job
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "Observer",
     "ObserverResult",
     "WorkerInit",
+    "WorkerRecovered",
     "WorkerShutdown",
     "WorkerStart",
 ]
@@ -203,6 +205,28 @@ class CronScheduled:
     already_scheduled: tuple[str, ...]
 
 
+@final
+@dataclasses.dataclass(frozen=True, slots=True)
+class WorkerRecovered:
+    """This worker's sweep gave up a dead worker and handed back what it locked.
+
+    Attributes:
+        worker_id: The sweeping worker.
+        recovered_worker_id: The worker given up (it stopped sending heartbeats, or its
+            supervisor saw it die).
+        jobs: What happened to each of its jobs.
+        unlocked_queues: The named queues the sweep unlocked (those of every worker it
+            gave up in the same sweep).
+    """
+
+    __module__ = "graphile_worker.hooks"
+
+    worker_id: str
+    recovered_worker_id: str
+    jobs: tuple[RecoveredJob, ...]
+    unlocked_queues: tuple[str, ...]
+
+
 Event: TypeAlias = (
     WorkerInit
     | WorkerStart
@@ -215,6 +239,7 @@ Event: TypeAlias = (
     | JobInterrupted
     | CronTick
     | CronScheduled
+    | WorkerRecovered
 )
 """Every event an :class:`Observer` can be told about."""
 
@@ -284,6 +309,10 @@ class Observer:
         """Called after the cron scheduler offered a minute's jobs to the database."""
         return None
 
+    def on_worker_recovered(self, event: WorkerRecovered) -> ObserverResult:
+        """Called after this worker's sweep recovered the jobs of a dead worker."""
+        return None
+
 
 EVENT_METHODS: Final[dict[type[Event], str]] = {
     WorkerInit: "on_worker_init",
@@ -297,5 +326,6 @@ EVENT_METHODS: Final[dict[type[Event], str]] = {
     JobInterrupted: "on_job_interrupted",
     CronTick: "on_cron_tick",
     CronScheduled: "on_cron_scheduled",
+    WorkerRecovered: "on_worker_recovered",
 }
 """Which :class:`Observer` method each event type is routed to."""

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from typing import TypeVar
 
 from ..errors import ConfigurationError
+from ..recovery import RecoverJob
 from ._events import Observer
 from ._interceptors import AfterJobRun, BeforeJobRun, BeforeJobSchedule
 
@@ -47,6 +48,7 @@ class Plugin:
     before_job_schedule: tuple[BeforeJobSchedule, ...]
     before_job_run: tuple[BeforeJobRun, ...]
     after_job_run: tuple[AfterJobRun, ...]
+    recover_job: tuple[RecoverJob, ...]
 
     def __init__(
         self,
@@ -56,6 +58,7 @@ class Plugin:
         before_job_schedule: Iterable[BeforeJobSchedule] = (),
         before_job_run: Iterable[BeforeJobRun] = (),
         after_job_run: Iterable[AfterJobRun] = (),
+        recover_job: Iterable[RecoverJob] = (),
     ) -> None:
         if name is None:
             name = getattr(type(self), "name", None)
@@ -71,6 +74,7 @@ class Plugin:
         )
         self.before_job_run = _check_interceptors(name, "before_job_run", before_job_run)
         self.after_job_run = _check_interceptors(name, "after_job_run", after_job_run)
+        self.recover_job = _check_interceptors(name, "recover_job", recover_job)
 
     def __repr__(self) -> str:
         return f"<{callable_name(type(self))} {self.name!r}>"

@@ -18,6 +18,7 @@ from functools import cache
 from importlib import resources
 
 from ..sql import render
+from ..sql.recovery import WORKER_REGISTRY_TABLE
 
 __all__ = [
     "BREAKING_MIGRATION_IDS",
@@ -25,6 +26,7 @@ __all__ = [
     "LATEST_MIGRATION",
     "MIGRATIONS",
     "QUEUE_ORDER_INDEX",
+    "WORKER_REGISTRY_TABLE",
     "ExtensionStep",
     "Migration",
 ]
@@ -101,5 +103,35 @@ create index if not exists {QUEUE_ORDER_INDEX}
 """,
 )
 
-EXTENSION_STEPS: tuple[ExtensionStep, ...] = (_QUEUE_ORDER_STEP,)
+
+# Why a table Node does not have. Node's only cure for a worker that died holding jobs is
+# the four-hour lock expiry. Our workers write a row here when they start, refresh it while
+# they live and delete it when they stop cleanly, so a row whose heartbeat is too old names
+# a dead worker, and its jobs can be handed back within minutes. It lives beside Node's
+# tables, in the same schema, so that the schema's grants and lifetime cover it; Node's
+# workers and migrations never look at it, and the sweeper only touches jobs locked by a
+# worker with a row here, so jobs locked by Node workers are never recovered by us. Each row
+# carries the worker's own thresholds: a sweep from the CLI, which has no options, judges
+# each worker by what it declared. Row-level security is on, as on Node's private tables.
+_WORKER_REGISTRY_STEP = ExtensionStep(
+    id="0002_worker_registry",
+    sql=f"""
+create table if not exists {{schema}}.{WORKER_REGISTRY_TABLE} (
+  worker_id text primary key,
+  hostname text not null,
+  pid integer not null,
+  library_version text not null,
+  started_at timestamptz not null default now(),
+  last_heartbeat_at timestamptz not null default now(),
+  heartbeat_interval interval not null,
+  stale_after interval not null,
+  long_running_stale_after interval not null,
+  recovery_delay interval not null,
+  running_job_ids bigint[] not null default '{{}}'
+);
+alter table {{schema}}.{WORKER_REGISTRY_TABLE} enable row level security;
+""",
+)
+
+EXTENSION_STEPS: tuple[ExtensionStep, ...] = (_QUEUE_ORDER_STEP, _WORKER_REGISTRY_STEP)
 """Our own schema objects, in the order they are applied."""

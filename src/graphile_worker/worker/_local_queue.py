@@ -254,6 +254,16 @@ class LocalQueue:
         if jobs and not await self._hand_back(jobs, "the worker is stopping"):
             self._report_stuck(jobs)
 
+    def forget(self) -> int:
+        """Drop what memory holds without handing it back; returns how many jobs.
+
+        For when a sweep gave this worker up: the jobs were handed back for it, and other
+        workers may already have claimed them, so running them here would run them twice.
+        """
+        dropped = len(self._jobs)
+        self._jobs.clear()
+        return dropped
+
     def _report_stuck(self, jobs: list[Job]) -> None:
         """Jobs that could not be handed back for good: nothing more will try."""
         self._logger.error(

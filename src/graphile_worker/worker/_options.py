@@ -18,8 +18,10 @@ from .._validate import check_flags
 from ..drivers._opener import canonical_driver_name
 from ..drivers.base import DatabaseDriver
 from ..errors import ConfigurationError
+from ..recovery import RecoveryOptions
 from ..sql import DEFAULT_SCHEMA, quote_identifier
 from ..task import TaskRegistry
+from ._batcher import RETRY_MAX_DELAY, RETRY_WINDOW
 from ._cron_clock import CronClock, SystemCronClock
 from ._cron_source import CrontabSource, resolve_crontab
 from ._local_queue_options import LocalQueueOptions, check_batch_delay, check_local_queue
@@ -88,6 +90,13 @@ class WorkerOptions:
             records them all (0: those that finish at about the same moment). ``None``
             (the default) records each success as it happens.
         fail_job_batch_delay: The same for failed attempts.
+        outcome_retry_window: Seconds an outcome (success or failure, batched or not) that
+            cannot be written because the database is away is retried, with back-off,
+            before it is given up (then the job stays locked until it is recovered, and
+            runs again). No new job is claimed while an outcome is owed. Default: ten
+            minutes. A stopping worker gives what is still owed ten more seconds at most.
+        outcome_retry_max_delay: The longest wait between two attempts at an outcome, so
+            also how long after the database's return an owed outcome may still wait.
         extensions: Application state handed to every job as ``ctx.extensions``
             (read-only).
         use_local_time: Compare ``run_at`` with this machine's clock instead of the
@@ -118,6 +127,10 @@ class WorkerOptions:
             ``parse_crontab()`` or the ``cron()`` builder. Parsed here, so a bad line
             raises :class:`~graphile_worker.errors.CrontabError` before the worker starts.
             Any number of workers may share one crontab: each minute's job is added once.
+        recovery: Dead-worker recovery (see :mod:`graphile_worker.recovery`): the worker
+            registers, heartbeats, and hands back the jobs of workers that stopped
+            heartbeating. ``None`` turns it off: the worker neither registers nor sweeps,
+            and its jobs are left to Node's four-hour lock expiry if it dies.
         cron_clock: Where the cron scheduler reads the time and sleeps (default: the system
             clock). Tests pass a
             :class:`~graphile_worker.worker.ManualCronClock` to move through
@@ -138,6 +151,8 @@ class WorkerOptions:
     local_queue: LocalQueueOptions | None = None
     complete_job_batch_delay: float | None = None
     fail_job_batch_delay: float | None = None
+    outcome_retry_window: float = RETRY_WINDOW
+    outcome_retry_max_delay: float = RETRY_MAX_DELAY
     extensions: Mapping[str, object] = dataclasses.field(default_factory=dict)
     use_local_time: bool = False
     shutdown_grace_period: float = 5.0
@@ -150,6 +165,7 @@ class WorkerOptions:
     logger: logging.Logger | None = None
     crontab: CrontabSource = None
     cron_clock: CronClock | None = None
+    recovery: RecoveryOptions | None = dataclasses.field(default_factory=RecoveryOptions)
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # frozen: normalise fields once, here
@@ -202,6 +218,11 @@ class WorkerOptions:
         set_(self, "local_queue", local_queue)
         for name in ("complete_job_batch_delay", "fail_job_batch_delay"):
             set_(self, name, check_batch_delay(name, getattr(self, name)))
+        for name, allow_zero in (
+            ("outcome_retry_window", True),
+            ("outcome_retry_max_delay", False),
+        ):
+            set_(self, name, _positive_number(name, getattr(self, name), allow_zero=allow_zero))
         if not isinstance(self.extensions, Mapping):
             raise ConfigurationError(f"extensions must be a mapping, not {self.extensions!r:.80}")
         set_(self, "extensions", MappingProxyType(dict(self.extensions)))
@@ -209,6 +230,10 @@ class WorkerOptions:
         if self.logger is not None and not isinstance(self.logger, logging.Logger):
             raise ConfigurationError(f"logger must be a logging.Logger, not {self.logger!r:.80}")
         set_(self, "crontab", resolve_crontab(self.crontab))
+        if self.recovery is not None and not isinstance(self.recovery, RecoveryOptions):
+            raise ConfigurationError(
+                f"recovery must be a RecoveryOptions or None, not {self.recovery!r:.80}"
+            )
         if self.cron_clock is None:
             set_(self, "cron_clock", SystemCronClock())
         elif not isinstance(self.cron_clock, CronClock):

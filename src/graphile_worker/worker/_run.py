@@ -43,6 +43,7 @@ from ._listen import listen_for_jobs
 from ._local_queue import LocalQueue
 from ._options import RunOnceSummary
 from ._outcomes import OutcomeRecorder
+from ._presence import Presence
 from ._shutdown import watch_signals
 from ._slots import Slots
 
@@ -128,6 +129,8 @@ class WorkerRun:
             complete_delay=options.complete_job_batch_delay,
             fail_delay=options.fail_job_batch_delay,
             settled=self._nudge,
+            retry_window=options.outcome_retry_window,
+            retry_max_delay=options.outcome_retry_max_delay,
         )
         self.abort = AbortSignal()
         self._threads = anyio.CapacityLimiter(options.concurrency)
@@ -146,6 +149,20 @@ class WorkerRun:
         self._grace_scope: anyio.CancelScope | None = None
         self._shutdown_notified = False
         self._released = 0
+        self._presence = (
+            None
+            if options.recovery is None
+            else Presence(
+                driver=driver,
+                schema=options.schema,
+                worker_id=worker_id,
+                options=options.recovery,
+                hooks=hooks,
+                logger=logger,
+                running=self._running.keys,
+                given_up=self._forget_local_jobs,
+            )
+        )
 
     # ------------------------------------------------------------------------- stopping
 
@@ -192,6 +209,16 @@ class WorkerRun:
     def _nudge(self) -> None:
         self._wake.set()
 
+    def _forget_local_jobs(self) -> None:
+        """A sweep gave this worker up and handed its jobs back: memory is no longer ours."""
+        if self._local_queue is not None:
+            dropped = self._local_queue.forget()
+            if dropped:
+                self._logger.warning(
+                    "Dropped %d job(s) from the local queue: the sweep handed them back",
+                    dropped,
+                )
+
     def _jobs_announced(self, count: int) -> None:
         if self._local_queue is not None:
             self._local_queue.announce(count)
@@ -201,10 +228,16 @@ class WorkerRun:
 
     async def serve(self, task_status: TaskStatus[None]) -> RunOnceSummary:
         """Run until stopped (or, for ``run_once``, until nothing is runnable)."""
+        presence = self._presence
         try:
             async with anyio.create_task_group() as services:
                 if self._options.install_signal_handlers:
                     await services.start(self._watch_signals)
+                if presence is not None:
+                    # Registered before the first claim: a job must never be locked by a
+                    # worker that sweepers cannot see.
+                    await presence.register()
+                    services.start_soon(presence.run)
                 if self._continuous:
                     await services.start(self._listen)
                     services.start_soon(self._source.reset_stale_locks_periodically)
@@ -230,6 +263,8 @@ class WorkerRun:
         finally:
             with anyio.CancelScope(shield=True):
                 await self._notify_shutdown(self._stop_reason or "the run was cancelled")
+                if presence is not None:
+                    await presence.unregister()
         outcomes = self._outcomes
         return RunOnceSummary(
             completed=outcomes.completed,
@@ -447,6 +482,8 @@ class WorkerRun:
 
     async def _run_job(self, job: Job) -> None:
         settled = False
+        if self._presence is not None:
+            self._presence.job_started()
         try:
             if self._hooks:
                 await self._hooks.notify(JobFetch(self._worker_id, job))

@@ -14,12 +14,14 @@ import threading
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import TYPE_CHECKING, final
+from urllib.parse import quote
 
 import anyio
 import anyio.lowlevel
 from anyio.abc import TaskStatus
 
 from ..drivers import create_driver
+from ..drivers._url import resolve_url
 from ..drivers.base import DatabaseDriver
 from ..hooks import WorkerInit
 from ..hooks._dispatch import Hooks
@@ -38,6 +40,20 @@ _LOGGER_NAME = "graphile_worker.worker"
 def new_worker_id() -> str:
     """``graphile_worker_`` and 18 random hex digits (Node's workers write ``pool-<hex>``)."""
     return f"graphile_worker_{secrets.token_hex(9)}"
+
+
+def with_application_name(url: str, name: str) -> str:
+    """``url`` asking the server to show ``name`` as the connection's ``application_name``.
+
+    The worker id in ``pg_stat_activity`` ties every connection to the worker, its jobs'
+    ``locked_by`` and its registry row. A name the URL already sets is kept.
+    """
+    base, _, query = url.partition("?")
+    items = [item for item in query.split("&") if item]
+    if any(item.startswith("application_name=") for item in items):
+        return url
+    items.append(f"application_name={quote(name, safe='')}")
+    return f"{base}?{'&'.join(items)}"
 
 
 @final
@@ -212,12 +228,17 @@ class Worker:
         if isinstance(configured, DatabaseDriver):
             yield configured
             return
+        listen_url = self._options.listen_url
         driver: DatabaseDriver = await create_driver(
-            self._options.database_url,
+            with_application_name(resolve_url(self._options.database_url), self._worker_id),
             driver=configured,
             max_size=self._options.max_pool_size,
             prepared_statements=self._options.prepared_statements,
-            listen_url=self._options.listen_url,
+            listen_url=(
+                None
+                if listen_url is None
+                else with_application_name(resolve_url(listen_url), self._worker_id)
+            ),
         )
         try:
             yield driver

@@ -1,0 +1,204 @@
+"""``graphile-worker workers`` and ``graphile-worker sweep``: the registry, seen and swept.
+
+Both run a statement or two and exit, so they open one connection without prepared
+statements (they work through PgBouncer in transaction mode too).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import TYPE_CHECKING, TypeVar
+
+import click
+
+from ._common import (
+    check_schema,
+    configure_logging,
+    connection_option,
+    driver_option,
+    run_async,
+    schema_option,
+)
+
+if TYPE_CHECKING:
+    from ..recovery import SweepReport, WorkerInfo
+    from ..utils import WorkerUtils
+
+__all__ = ["sweep_command", "workers_command"]
+
+T = TypeVar("T")
+
+
+async def _with_utils(
+    connection: str | None, schema: str, driver: str, use: Callable[[WorkerUtils], Awaitable[T]]
+) -> T:
+    from ..drivers import create_driver
+    from ..utils import WorkerUtils
+
+    async with create_driver(
+        connection, driver=driver, max_size=1, prepared_statements=False
+    ) as database:
+        return await use(WorkerUtils(database, schema=schema))
+
+
+def _age(now: datetime, then: datetime) -> str:
+    seconds = max(0.0, (now - then).total_seconds())
+    if seconds < 120:
+        return f"{seconds:.0f}s ago"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m ago"
+    return f"{seconds / 3600:.1f}h ago"
+
+
+def _worker_json(info: WorkerInfo) -> dict[str, object]:
+    return {
+        "worker_id": info.worker_id,
+        "hostname": info.hostname,
+        "pid": info.pid,
+        "library_version": info.library_version,
+        "started_at": info.started_at.isoformat(),
+        "last_heartbeat_at": info.last_heartbeat_at.isoformat(),
+        "heartbeat_interval": info.heartbeat_interval,
+        "stale_after": info.stale_after,
+        "long_running_stale_after": info.long_running_stale_after,
+        "recovery_delay": info.recovery_delay,
+        "running_jobs": info.running_jobs,
+        "locked_jobs": info.locked_jobs,
+        "stale": info.stale,
+    }
+
+
+@click.command("workers", short_help="List the registered workers and their heartbeats.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per worker, per line.")
+@connection_option
+@schema_option
+@driver_option
+def workers_command(as_json: bool, connection: str | None, schema: str, driver: str) -> None:
+    """List the workers in the registry: where they run, their last heartbeat, what they lock.
+
+    A STALE worker has been silent for longer than its stale-after; the next sweep (any
+    running worker sweeps every heartbeat, or `graphile-worker sweep`) hands its jobs back.
+    Node workers, and ours run with --no-recovery, do not register and are not listed.
+    """
+    configure_logging("warning")
+    check_schema(schema)
+
+    async def read(utils: WorkerUtils) -> list[WorkerInfo]:
+        return await utils.list_workers()
+
+    workers = run_async(
+        lambda: _with_utils(connection, schema, driver, read), connection=connection
+    )
+    if as_json:
+        for info in workers:
+            click.echo(json.dumps(_worker_json(info)))
+        return
+    if not workers:
+        click.echo("No registered workers.")
+        return
+    header = ("WORKER", "HOST", "PID", "STARTED", "HEARTBEAT", "RUNNING", "LOCKED", "STATE")
+    rows = [
+        (
+            info.worker_id,
+            info.hostname,
+            str(info.pid),
+            _age(info.checked_at, info.started_at),
+            _age(info.checked_at, info.last_heartbeat_at),
+            str(info.running_jobs),
+            str(info.locked_jobs),
+            "STALE" if info.stale else "alive",
+        )
+        for info in workers
+    ]
+    widths = [max(len(row[column]) for row in (header, *rows)) for column in range(len(header))]
+    for row in (header, *rows):
+        click.echo(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
+
+
+def _describe(report: SweepReport) -> list[str]:
+    if report.skipped:
+        return ["Another sweep is running; nothing done."]
+    if not report.workers:
+        return ["No stale workers."]
+    verb = "Would recover" if report.dry_run else "Recovered"
+    lines = []
+    for worker_id in report.workers:
+        entries = report.jobs_of(worker_id)
+        lines.append(f"{verb} worker {worker_id}: {len(entries)} job(s)")
+        for entry in entries:
+            job = entry.job
+            if entry.action == "deferred":
+                what = "left locked: long-running, not yet past long-running-stale-after"
+            elif entry.action == "failed":
+                what = "failed for good"
+            else:
+                what = "attempt spent" if entry.attempt_spent else "attempt refunded"
+                if entry.run_at is not None:
+                    what += f", runs again from {entry.run_at.isoformat()}"
+            queue = f" [{job.queue_name}]" if job.queue_name else ""
+            lines.append(f"  job {job.id} ({job.task_identifier}){queue}: {what}")
+    if report.unlocked_queues:
+        lines.append("Unlocked queues: " + ", ".join(report.unlocked_queues))
+    return lines
+
+
+@click.command("sweep", short_help="Recover the jobs of workers that stopped heartbeating.")
+@click.option("--dry-run", is_flag=True, help="Change nothing; print what would be done.")
+@click.option(
+    "--dead",
+    "dead",
+    multiple=True,
+    metavar="WORKER_ID",
+    help="A worker known to be dead: recovered now, whatever its heartbeat (repeatable).",
+)
+@click.option(
+    "--dead-pid",
+    "dead_pids",
+    multiple=True,
+    type=click.IntRange(min=1),
+    metavar="PID",
+    help="The process id of a worker on this machine known to be dead (how `run "
+    "--processes` releases a crashed child's jobs at once; repeatable).",
+)
+@connection_option
+@schema_option
+@driver_option
+def sweep_command(
+    dry_run: bool,
+    dead: tuple[str, ...],
+    dead_pids: tuple[int, ...],
+    connection: str | None,
+    schema: str,
+    driver: str,
+) -> None:
+    """Hand back the jobs and queues of workers silent for longer than their stale-after.
+
+    Running workers already sweep on every heartbeat; this is for when none runs, or to
+    see (--dry-run) what the next sweep will do. A job its worker reported running keeps
+    its attempt spent; others get it back. Jobs of unregistered workers (Node's) are never
+    touched.
+    """
+    configure_logging("warning")
+    check_schema(schema)
+
+    async def clean(utils: WorkerUtils) -> SweepReport:
+        named = set(dead)
+        if dead_pids:
+            here = socket.gethostname()
+            named.update(
+                info.worker_id
+                for info in await utils.list_workers()
+                if info.hostname == here and info.pid in dead_pids
+            )
+        return await utils.sweep(dry_run=dry_run, dead=named)
+
+    report = run_async(
+        lambda: _with_utils(connection, schema, driver, clean), connection=connection
+    )
+    for line in _describe(report):
+        click.echo(line)
