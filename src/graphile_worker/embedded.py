@@ -30,7 +30,7 @@ import subprocess
 import tempfile
 import time
 import weakref
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -407,6 +407,14 @@ class TemporaryCluster(Cluster):
             default. Ignored for other users, who run the server themselves.
         startup_timeout: Seconds to wait for ``initdb`` and for the server to accept
             connections.
+        hba_lines: Lines for ``pg_hba.conf`` that replace the default ones (which trust
+            every local connection), such as ``["hostssl all all 127.0.0.1/32 trust"]`` for
+            a server that refuses connections without TLS.
+        ssl_cert_file: Server certificate (PEM) to serve TLS with; needs ``ssl_key_file``.
+            Both are copied into the cluster's directory, readable by the server only, and
+            the server starts with ``ssl=on``: how a test or a demo gets a server that
+            behaves like a managed one.
+        ssl_key_file: The certificate's private key (PEM, not encrypted).
     """
 
     def __init__(
@@ -417,12 +425,29 @@ class TemporaryCluster(Cluster):
         settings: Mapping[str, str] | None = None,
         run_as: str | None = None,
         startup_timeout: float = 60.0,
+        hba_lines: Sequence[str] | None = None,
+        ssl_cert_file: str | os.PathLike[str] | None = None,
+        ssl_key_file: str | os.PathLike[str] | None = None,
     ) -> None:
+        if (ssl_cert_file is None) != (ssl_key_file is None):
+            raise ConfigurationError(
+                "ssl_cert_file and ssl_key_file go together: pass both to serve TLS, or neither"
+            )
+        if isinstance(hba_lines, str):
+            raise ConfigurationError(
+                f"hba_lines must be a list of pg_hba.conf lines, not one string: {hba_lines!r}"
+            )
         self._bindir = bindir
         self._base_dir = base_dir
         self._settings = {**DEFAULT_SETTINGS, **(settings or {})}
         self._run_as = run_as
         self._startup_timeout = startup_timeout
+        self._hba_lines = None if hba_lines is None else tuple(hba_lines)
+        self._tls_files = (
+            None
+            if ssl_cert_file is None or ssl_key_file is None
+            else (Path(ssl_cert_file), Path(ssl_key_file))
+        )
         self._port: int | None = None
         self._root: Path | None = None
         self._finalizer: weakref.finalize[[subprocess.Popen[bytes], Path], TemporaryCluster] | None
@@ -464,13 +489,15 @@ class TemporaryCluster(Cluster):
             return self
         binaries = find_postgres_binaries(self._bindir)
         user = self._server_user()
+        tls_files = self._read_tls_files()
         root = Path(tempfile.mkdtemp(prefix="graphile-worker-pg-", dir=self._base_dir))
         try:
             if user is not None:
                 os.chown(root, user.pw_uid, user.pw_gid)
             started = time.monotonic()
             self._initdb(binaries, root, user)
-            process, port = self._launch(binaries, root, user)
+            extra_settings = self._configure(root, user, tls_files)
+            process, port = self._launch(binaries, root, user, extra_settings)
         except BaseException:
             shutil.rmtree(root, ignore_errors=True)
             raise
@@ -560,8 +587,49 @@ class TemporaryCluster(Cluster):
                 f"initdb failed with exit status {completed.returncode}:\n{output}{hint}"
             )
 
+    def _read_tls_files(self) -> tuple[bytes, bytes] | None:
+        """The certificate and key to serve TLS with, read before anything is created."""
+        if self._tls_files is None:
+            return None
+        certificate, key = self._tls_files
+        try:
+            return certificate.read_bytes(), key.read_bytes()
+        except OSError as error:
+            raise EmbeddedPostgresError(
+                f"could not read {error.filename!r} for the server's TLS: {error.strerror}; "
+                f"pass ssl_cert_file and ssl_key_file naming readable PEM files"
+            ) from error
+
+    def _configure(
+        self, root: Path, user: pwd.struct_passwd | None, tls_files: tuple[bytes, bytes] | None
+    ) -> dict[str, str]:
+        """Write the caller's ``pg_hba.conf`` and the TLS files; return the settings they need.
+
+        PostgreSQL refuses a private key that others can read, and the server may run as
+        another OS user than ours, so the files are copied rather than referred to.
+        """
+        if self._hba_lines is not None:
+            # initdb made the file, owned by the server user; rewriting it keeps the owner.
+            (root / "data" / "pg_hba.conf").write_text("\n".join(self._hba_lines) + "\n")
+        if tls_files is None:
+            return {}
+        tls_dir = root / "tls"
+        tls_dir.mkdir(mode=0o700)
+        copies = {"ssl_cert_file": tls_dir / "server.crt", "ssl_key_file": tls_dir / "server.key"}
+        for path, content in zip(copies.values(), tls_files, strict=True):
+            path.write_bytes(content)
+            path.chmod(0o600)
+        if user is not None:
+            for path in (*copies.values(), tls_dir):
+                os.chown(path, user.pw_uid, user.pw_gid)
+        return {"ssl": "on", **{name: str(path) for name, path in copies.items()}}
+
     def _launch(
-        self, binaries: PostgresBinaries, root: Path, user: pwd.struct_passwd | None
+        self,
+        binaries: PostgresBinaries,
+        root: Path,
+        user: pwd.struct_passwd | None,
+        extra_settings: Mapping[str, str],
     ) -> tuple[subprocess.Popen[bytes], int]:
         """Start ``postgres`` on a free port, retrying if another process takes the port first."""
         socket_dir = root / "socket"
@@ -572,6 +640,7 @@ class TemporaryCluster(Cluster):
         socket_setting = str(socket_dir) if len(str(socket_dir)) + 20 < _MAX_SOCKET_PATH else ""
         settings = {
             **self._settings,
+            **extra_settings,
             "listen_addresses": "127.0.0.1",
             "unix_socket_directories": socket_setting,
         }
@@ -665,6 +734,9 @@ def open_cluster(
     settings: Mapping[str, str] | None = None,
     run_as: str | None = None,
     startup_timeout: float = 60.0,
+    hba_lines: Sequence[str] | None = None,
+    ssl_cert_file: str | os.PathLike[str] | None = None,
+    ssl_key_file: str | os.PathLike[str] | None = None,
 ) -> Cluster:
     """Return a started cluster: the server at ``url``, or a new temporary one.
 
@@ -686,5 +758,8 @@ def open_cluster(
         settings=settings,
         run_as=run_as,
         startup_timeout=startup_timeout,
+        hba_lines=hba_lines,
+        ssl_cert_file=ssl_cert_file,
+        ssl_key_file=ssl_key_file,
     )
     return cluster.start()

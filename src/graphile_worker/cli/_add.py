@@ -67,11 +67,14 @@ def parse_run_at(text: str | None) -> datetime | None:
 async def _add(
     connection: str | None, schema: str, driver: str, task: str, payload: JSON, spec: JobSpec
 ) -> int:
+    from ..drivers import create_driver
     from ..utils import WorkerUtils
 
-    utils = await WorkerUtils.connect(connection, driver=driver, schema=schema)
-    async with utils:
-        job = await utils.add_job(task, payload, spec=spec)
+    # One statement: not prepared, so that it also works through PgBouncer (transaction mode).
+    async with create_driver(
+        connection, driver=driver, max_size=1, prepared_statements=False
+    ) as database:
+        job = await WorkerUtils(database, schema=schema).add_job(task, payload, spec=spec)
     return job.id
 
 

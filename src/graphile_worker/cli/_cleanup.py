@@ -38,10 +38,15 @@ async def _cleanup(
     tasks: list[str] | None,
     keep: list[str] | None,
 ) -> dict[CleanupTask, int]:
+    from ..drivers import create_driver
     from ..utils import WorkerUtils
 
-    utils = await WorkerUtils.connect(connection, driver=driver, schema=schema)
-    async with utils:
+    # A few statements, each run once: not prepared, so that they also work through
+    # PgBouncer in transaction mode.
+    async with create_driver(
+        connection, driver=driver, max_size=1, prepared_statements=False
+    ) as database:
+        utils = WorkerUtils(database, schema=schema)
         return await utils.cleanup(tasks=tasks, task_identifiers_to_keep=keep)
 
 

@@ -153,7 +153,10 @@ async def _known(connection: str | None, schema: str, driver: str) -> list[Known
     from ..sql._statement import perform_async
     from ..sql.cron import bind_known_crontabs, decode_known_crontabs
 
-    async with create_driver(connection, driver=driver, max_size=1) as database:
+    # One statement: not prepared, so that it also works through PgBouncer (transaction mode).
+    async with create_driver(
+        connection, driver=driver, max_size=1, prepared_statements=False
+    ) as database:
         rows = await perform_async(bind_known_crontabs(schema), database)
     return list(decode_known_crontabs(rows).values())
 

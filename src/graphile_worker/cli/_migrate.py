@@ -22,7 +22,11 @@ async def _migrate(connection: str | None, schema: str, driver: str) -> Migratio
     from ..migrations import migrate
 
     # The migrator holds one connection at a time; a bigger pool would only cost connections.
-    async with create_driver(connection, driver=driver, min_size=1, max_size=1) as database:
+    # Each statement runs once, so preparing gains nothing, and unprepared statements work
+    # through PgBouncer in transaction mode too.
+    async with create_driver(
+        connection, driver=driver, min_size=1, max_size=1, prepared_statements=False
+    ) as database:
         return await migrate(database, schema=schema)
 
 

@@ -5,17 +5,21 @@ checks it with :func:`canonical_driver_name`, so they accept the same spellings 
 same thing about a bad one. Which driver ``"auto"`` means, and whether a driver suits the
 running event loop, is only known once the opener is awaited (anyio's
 ``get_async_backend`` decides at run time the same way); the driver's module is imported
-then, so a missing package is reported with the ``pip`` extra that installs it.
+then, so a missing package is reported with the ``pip`` extra that installs it. A TLS
+failure while opening (a certificate that does not verify, a missing ``sslrootcert`` file) is
+reported in the same words whichever driver hit it, with what to check.
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
 from collections.abc import Generator
 from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import unquote
 
-from ..errors import ConfigurationError, DriverUnavailableError
+from ..errors import ConfigurationError, ConnectionLostError, DriverUnavailableError
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -87,7 +91,14 @@ class DriverOpener:
 
     async def _open(self) -> DatabaseDriver:
         implementation = _load(_resolve_name(self._name))
-        opened: DatabaseDriver = await implementation.open(self._url, **self._options)
+        try:
+            opened: DatabaseDriver = await implementation.open(self._url, **self._options)
+        except ConnectionLostError as error:
+            explained = _explain_tls_failure(error, self._url)
+            if explained is None:
+                raise
+            # The driver's own exception stays the cause, as for every other error of ours.
+            raise explained from (error.__cause__ or error)
         return opened
 
     async def __aenter__(self) -> DatabaseDriver:
@@ -142,6 +153,70 @@ def _resolve_name(name: str) -> str:
             f"on {runtime}; use driver={usable[0]!r} (or 'auto'), which supports {runtime}"
         )
     return name
+
+
+# What libpq says when verification fails: the chain (no trusted root, expired...) or the
+# host name. asyncpg raises ssl.SSLCertVerificationError instead, recognised by its class.
+_LIBPQ_VERIFY_FAILURES = ("certificate verify failed", "does not match host name")
+_TLS_FILE_PARAMETERS = ("sslrootcert", "sslcert", "sslkey", "sslcrl")
+_TLS_HINT = (
+    "check that sslrootcert= in the URL names the CA certificate that signed the server's "
+    "certificate (managed services publish theirs) and that the URL's host is a name on "
+    "that certificate"
+)
+
+
+def _explain_tls_failure(error: ConnectionLostError, url: str) -> ConnectionLostError | None:
+    """A clearer error for a connection refused because of TLS, or ``None`` for others.
+
+    The drivers word the same problem differently (asyncpg reports ``[SSL:
+    CERTIFICATE_VERIFY_FAILED] ...``, libpq ``SSL error: certificate verify failed``, and
+    asyncpg a missing ``sslrootcert`` file, or ``sslrootcert=system``, which it does not
+    know, as a bare ``[Errno 2]``), so the message says once what failed and what to
+    check, with the driver's own words in parentheses.
+    """
+    import ssl  # loads OpenSSL; only worth it once a connection has failed
+
+    cause = error.__cause__
+    detail = str(error).strip()
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        reason = str(cause.verify_message or detail).rstrip(".")
+    elif any(marker in detail for marker in _LIBPQ_VERIFY_FAILURES):
+        reason = detail.rpartition(" failed: ")[2]
+    elif isinstance(cause, FileNotFoundError):
+        # Only asyncpg gets here: libpq names a missing file itself.
+        # libpq decodes %xx in URL values but not "+", so parse_qsl would not do.
+        pairs = (item.partition("=") for item in url.partition("?")[2].split("&"))
+        parameters = {name: unquote(value) for name, _, value in pairs}
+        if parameters.get("sslrootcert") == "system":
+            return ConnectionLostError(
+                "the asyncpg driver does not support sslrootcert=system (libpq's way to trust "
+                "the operating system's CA certificates); give the path of a CA bundle instead "
+                "(/etc/ssl/certs/ca-certificates.crt on Debian and Ubuntu), or use a psycopg "
+                "driver",
+                sqlstate=error.sqlstate,
+            )
+        missing = [
+            f"{name}={parameters[name]!r}"
+            for name in _TLS_FILE_PARAMETERS
+            if name in parameters and not _is_file(parameters[name])
+        ]
+        if not missing:
+            return None
+        return ConnectionLostError(
+            f"the database URL names a TLS file that does not exist: {', '.join(missing)}; "
+            f"fix the path (sslrootcert is the CA certificate your provider publishes)",
+            sqlstate=error.sqlstate,
+        )
+    else:
+        return None
+    return ConnectionLostError(
+        f"TLS certificate verification failed ({reason}): {_TLS_HINT}", sqlstate=error.sqlstate
+    )
+
+
+def _is_file(path: str) -> bool:
+    return os.path.isfile(os.path.expanduser(path))
 
 
 def _installed(*packages: str) -> bool:
