@@ -55,6 +55,18 @@ def tests(session: nox.Session) -> None:
 
 
 @nox.session
+def chaos(session: nox.Session) -> None:
+    """Run only the chaos suite (tests/chaos): workers and PostgreSQL killed mid-drain.
+
+    The same tests run in the ``tests`` session too; this one is for working on them, or
+    on what they guard, alone. Arguments after ``--`` go to pytest.
+    """
+    install_project(session, *TEST_DEPENDENCIES)
+    timeout = f"--timeout={PER_TEST_TIMEOUT_SECONDS}"
+    session.run("pytest", timeout, "-m", "chaos", "tests/chaos", *session.posargs)
+
+
+@nox.session
 def demo(session: nox.Session) -> None:
     """Run ``graphile-worker demo``, the README's first command; arguments after ``--`` go to it.
 
