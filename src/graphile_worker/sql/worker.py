@@ -46,6 +46,7 @@ __all__ = [
     "bind_get_jobs",
     "bind_next_due",
     "bind_release_jobs",
+    "bind_release_orphans",
     "bind_reset_locked",
     "decode_claimed",
     "decode_jobs",
@@ -301,6 +302,22 @@ with released as (
 select released.id, released.run_at, released.attempts from released
 """
 
+# A claim whose reply was lost (the connection broke after the server committed it) leaves
+# jobs locked by a live worker that never saw them; no sweep would free them, since the
+# worker heartbeats. After such a failure the worker hands back every job locked in its name
+# except those it knows about. They never started, so their attempt is refunded.
+RELEASE_ORPHANS = f"""
+with orphans as (
+  update {{schema}}._private_jobs as jobs
+  set attempts = greatest(0, jobs.attempts - 1), locked_by = null, locked_at = null
+  where jobs.locked_by = CAST(:worker_id AS text)
+    and jobs.id <> all(CAST(:known AS bigint[]))
+  returning jobs.id, jobs.job_queue_id
+),
+{_unlock_queues("orphans")}
+select orphans.id from orphans
+"""
+
 # Node's resetLockedAt: locks older than four hours belong to workers that died; free them.
 _RESET_LOCKED = """
 with stale_jobs as (
@@ -443,6 +460,15 @@ def bind_release_jobs(
         "fetch",
         render(RELEASE_JOBS, schema),
         {"job_ids": list(job_ids), "worker_id": worker_id, "delay": float(delay)},
+    )
+
+
+def bind_release_orphans(schema: str, *, worker_id: str, known: Iterable[int]) -> Statement:
+    """Hand back jobs locked by this worker other than ``known``; returns their ids."""
+    return Statement(
+        "fetch",
+        render(RELEASE_ORPHANS, schema),
+        {"worker_id": worker_id, "known": sorted(known)},
     )
 
 

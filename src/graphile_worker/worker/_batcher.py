@@ -174,6 +174,7 @@ class Batcher(Generic[T, R]):
         self._max_delay = retry_max_delay
         self._retry_only = retry_only
         self._pending: list[T] = []
+        self._flying: list[T] = []
         self._in_flight = 0
         self._arrived = anyio.Event()
         self._lock = anyio.Lock()
@@ -200,6 +201,11 @@ class Batcher(Generic[T, R]):
     def unrecorded(self) -> int:
         """Items collected and not yet recorded (waiting, or in a batch being written)."""
         return len(self._pending) + self._in_flight
+
+    def held_ids(self) -> list[int]:
+        """The job ids of the items not yet recorded (waiting, or being written)."""
+        describe = self._describe
+        return [describe(item) for item in (*self._pending, *self._flying)]
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Record batches as items arrive; runs until cancelled (then call :meth:`drain`)."""
@@ -237,10 +243,12 @@ class Batcher(Generic[T, R]):
             if not items:
                 return
             self._in_flight = len(items)
+            self._flying = items
             try:
                 result = await self._attempts(items, window)
             finally:
                 self._in_flight = 0
+                self._flying = []
         if result is not None:
             # Shielded: the follow-up (counters, hooks) belongs to a batch already recorded.
             with anyio.CancelScope(shield=True):

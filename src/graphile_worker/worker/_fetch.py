@@ -166,6 +166,21 @@ class JobSource:
         rows = await self._settle(self._rows(statement), "release", ids, RECORD_RETRY_DELAYS)
         return worker_sql.decode_released(rows)
 
+    async def release_orphans(self, known: Collection[int]) -> list[int]:
+        """Hand back jobs locked in this worker's name that it does not hold (``known``).
+
+        For after a claim failed with its connection: the server may have committed it,
+        and its jobs would otherwise stay locked by a live worker for four hours.
+
+        Raises:
+            DatabaseError: the database is still away; try again later.
+        """
+        statement = worker_sql.bind_release_orphans(
+            self._schema, worker_id=self._worker_id, known=known
+        )
+        rows = await perform_async(statement, self._driver)
+        return [row["id"] for row in rows]
+
     async def reset_stale_locks(self) -> None:
         """Unlock jobs and queues locked more than four hours ago (Node's ``resetLockedAt``).
 

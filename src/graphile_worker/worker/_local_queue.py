@@ -254,6 +254,10 @@ class LocalQueue:
         if jobs and not await self._hand_back(jobs, "the worker is stopping"):
             self._report_stuck(jobs)
 
+    def held_ids(self) -> list[int]:
+        """The ids of the jobs waiting in memory."""
+        return [job.id for _, job in self._jobs]
+
     def forget(self) -> int:
         """Drop what memory holds without handing it back; returns how many jobs.
 

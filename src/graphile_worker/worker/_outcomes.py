@@ -153,6 +153,10 @@ class OutcomeRecorder:
         """Outcomes waiting in a batch or being written."""
         return sum(batcher.unrecorded for batcher in self._batchers)
 
+    def held_ids(self) -> set[int]:
+        """The jobs whose outcome is waiting to be written: still locked, and ours."""
+        return {job_id for batcher in self._batchers for job_id in batcher.held_ids()}
+
     async def drain(self) -> None:
         """Write every outcome still waiting and stop the batchers; call shielded.
 

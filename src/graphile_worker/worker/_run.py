@@ -33,7 +33,7 @@ import anyio
 import sniffio
 from anyio.abc import TaskGroup, TaskStatus
 
-from ..errors import DatabaseError
+from ..errors import ConnectionLostError, DatabaseError
 from ..hooks import JobFetch, JobInterrupted, WorkerShutdown, WorkerStart
 from ._context import AbortSignal, JobContext
 from ._cron import CronScheduler
@@ -149,6 +149,7 @@ class WorkerRun:
         self._grace_scope: anyio.CancelScope | None = None
         self._shutdown_notified = False
         self._released = 0
+        self._claim_in_doubt = False
         self._presence = (
             None
             if options.recovery is None
@@ -372,7 +373,40 @@ class WorkerRun:
         try:
             await local_queue.refill()
         except DatabaseError as error:
+            self._claim_failed(error)
             self._logger.warning("Could not fetch jobs (%s); retrying", error)
+
+    def _claim_failed(self, error: DatabaseError) -> None:
+        """A claim that lost its connection may still have been committed by the server."""
+        if isinstance(error, ConnectionLostError):
+            self._claim_in_doubt = True
+
+    async def _release_orphans(self) -> None:
+        """Hand back what a claim whose reply was lost may have locked in our name.
+
+        Everything this run holds is excluded: jobs handed to the slots, waiting in the
+        local queue, being given back, or whose outcome is still to be written. Until it
+        succeeds it is tried again before each claim.
+        """
+        known = set(self._running)
+        known.update(job.id for job in self._unstarted)
+        known.update(job.id for job in self._interrupted)
+        known.update(self._outcomes.held_ids())
+        if self._local_queue is not None:
+            known.update(self._local_queue.held_ids())
+        try:
+            released = await self._source.release_orphans(known)
+        except DatabaseError as error:
+            self._logger.warning("Could not check for jobs of a lost claim (%s); retrying", error)
+            return
+        self._claim_in_doubt = False
+        if released:
+            self._logger.warning(
+                "Handed back %d job(s) locked by a claim whose reply was lost with its "
+                "connection: %s",
+                len(released),
+                ", ".join(map(str, released)),
+            )
 
     async def _claim(self, free: int) -> list[Job]:
         if self._local_queue is not None:
@@ -391,6 +425,8 @@ class WorkerRun:
                 await local_queue.expire()
                 if local_queue.wants_refill and not self._outcomes.troubled:
                     await self._refill(local_queue)
+            if self._claim_in_doubt and not self._outcomes.troubled:
+                await self._release_orphans()
             if self._outcomes.troubled:
                 # Outcomes cannot be written right now; running more jobs would only add to
                 # them. The batcher wakes us once a batch is written.
@@ -399,6 +435,7 @@ class WorkerRun:
                 try:
                     claimed = await self._claim(free)
                 except DatabaseError as error:
+                    self._claim_failed(error)
                     if not self._continuous:
                         raise
                     self._logger.warning("Could not fetch jobs (%s); retrying", error)
