@@ -26,6 +26,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("errors",),
     ("_validate",),  # the checks job options share
     ("spec",),
+    ("inspection",),  # read-only snapshots of the queue, which sql decodes into
     ("_payload",),  # a job on its way in: payload JSON, identifier, spec
     ("sql",),  # statements, operations and the runners that drive them
     ("drivers",),

@@ -45,6 +45,7 @@ from .errors import (
     UnsupportedPostgresVersionError,
 )
 from .hooks import Observer, Plugin
+from .inspection import JobCounts, JobPage, JobState, LockHolder, QueueInfo, QueueStats
 from .migrations import LATEST_MIGRATION, MigrationReport, migrate, migrate_sync
 from .recovery import RecoveryOptions, SweepReport, WorkerInfo
 from .spec import JSON, CleanupTask, Job, JobKeyMode, JobSpec, TypedPayload
@@ -117,11 +118,15 @@ __all__ = [
     "InvalidSchemaNameError",
     "Job",
     "JobAbortedError",
+    "JobCounts",
     "JobError",
     "JobInput",
     "JobKeyMode",
+    "JobPage",
     "JobSpec",
+    "JobState",
     "LocalQueueOptions",
+    "LockHolder",
     "LockedJobsError",
     "MigrationError",
     "MigrationReport",
@@ -130,6 +135,8 @@ __all__ = [
     "PayloadDecodeError",
     "Plugin",
     "QueryError",
+    "QueueInfo",
+    "QueueStats",
     "RecoveryOptions",
     "RefetchDelay",
     "RunOnceSummary",

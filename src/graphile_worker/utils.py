@@ -24,15 +24,18 @@ from ._payload import PreparedJob, identifier_of, prepare_job
 from ._validate import check_task_identifier
 from .drivers.base import AsyncExecutor, DatabaseDriver, SyncExecutor
 from .errors import ConfigurationError, InvalidJobSpecError
+from .inspection import JobPage, JobState, LockHolder, QueueInfo, QueueStats
 from .migrations import MigrationReport, migrate, migrate_sync
 from .recovery import SweepReport, WorkerInfo, list_workers, list_workers_sync, sweep, sweep_sync
 from .spec import CleanupTask, Job, JobSpec, TypedPayload
 from .sql import DEFAULT_SCHEMA, maintenance, quote_identifier
+from .sql import inspect as inspect_sql
 from .sql import jobs as jobs_sql
 from .sql._statement import Operation, run_async, run_sync
 
 if TYPE_CHECKING:
-    from datetime import datetime
+    from collections.abc import Collection
+    from datetime import datetime, timedelta
     from types import TracebackType
 
     import psycopg
@@ -352,6 +355,31 @@ class _UtilsBase:
     ) -> Operation[dict[CleanupTask, int]]:
         return maintenance.cleanup(self._schema, tasks, task_identifiers_to_keep)
 
+    def _list_jobs(
+        self,
+        state: JobState | str | Iterable[JobState | str] | None,
+        task: str | None,
+        queue: str | None,
+        flags: Collection[str] | None,
+        key: str | None,
+        older_than: datetime | timedelta | None,
+        newer_than: datetime | timedelta | None,
+        limit: int,
+        after: int | None,
+    ) -> Operation[JobPage]:
+        checked = inspect_sql.list_filter(
+            state=state,
+            task=task,
+            queue=queue,
+            flags=flags,
+            key=key,
+            older_than=older_than,
+            newer_than=newer_than,
+            limit=limit,
+            after=after,
+        )
+        return inspect_sql.list_jobs(self._schema, checked)
+
 
 class WorkerUtils(_UtilsBase):
     """Add and administer jobs from async code (asyncio or trio, depending on the driver).
@@ -521,6 +549,72 @@ class WorkerUtils(_UtilsBase):
         operation = self._cleanup(tasks, task_identifiers_to_keep)
         return await run_async(operation, self._executor)
 
+    async def get_job(self, id: int) -> Job | None:
+        """The job with this id, payload included, or ``None`` once it is done or deleted.
+
+        A row whose payload the driver cannot decode comes back with an
+        :class:`~graphile_worker.UndecodableJson` payload rather than failing the call.
+        """
+        return await run_async(inspect_sql.get_job(self._schema, id), self._executor)
+
+    async def list_jobs(
+        self,
+        *,
+        state: JobState | str | Iterable[JobState | str] | None = None,
+        task: str | None = None,
+        queue: str | None = None,
+        flags: Collection[str] | None = None,
+        key: str | None = None,
+        older_than: datetime | timedelta | None = None,
+        newer_than: datetime | timedelta | None = None,
+        limit: int = 100,
+        after: int | None = None,
+    ) -> JobPage:
+        """One page of jobs, newest (highest id) first; filters combine with "and".
+
+        Args:
+            state: A :class:`~graphile_worker.JobState` (or its value), or several: a job
+                in any of them matches. ``RETRYING`` jobs are also ``READY`` or
+                ``SCHEDULED``.
+            task: Only jobs for this task identifier.
+            queue: Only jobs in this named queue.
+            flags: Only jobs carrying every one of these flags.
+            key: Only the job with this job key.
+            older_than: Only jobs created before this moment, or more than this long ago
+                (a timedelta, counted back from the database's ``now()``).
+            newer_than: Only jobs created after this moment, or less than this long ago.
+            limit: Jobs per page, 1 to 10,000.
+            after: The previous page's ``next_after``: continue below that job id.
+
+        Raises:
+            ConfigurationError: an argument is invalid (nothing was sent).
+        """
+        operation = self._list_jobs(
+            state, task, queue, flags, key, older_than, newer_than, limit, after
+        )
+        return await run_async(operation, self._executor)
+
+    async def stats(self) -> QueueStats:
+        """Job counts by state, in total, per task and per named queue, in one pass.
+
+        The pass reads every job row once (no index covers all the states), so it costs
+        a little more than ``select count(*)`` on the jobs table: about 200 ms for a
+        million jobs on a small server with default settings.
+        """
+        return await run_async(inspect_sql.stats(self._schema), self._executor)
+
+    async def queues(self) -> list[QueueInfo]:
+        """Every named queue, by name: who holds its lock, since when, and its job counts."""
+        return await run_async(inspect_sql.queues(self._schema), self._executor)
+
+    async def lock_holders(self) -> list[LockHolder]:
+        """Every worker id holding job or queue locks, and whether the registry knows it alive.
+
+        Holders that are registered but not alive are what :meth:`sweep` recovers;
+        unregistered ones (Node workers) keep their locks until Node's four-hour expiry.
+        """
+        return await run_async(inspect_sql.lock_holders(self._schema), self._executor)
+
     async def migrate(self) -> MigrationReport:
         """Install or upgrade the schema (see :func:`graphile_worker.migrate`)."""
         return await migrate(
@@ -667,6 +761,41 @@ class SyncWorkerUtils(_UtilsBase):
     ) -> dict[CleanupTask, int]:
         """Delete unused task identifiers and queues, or permanently failed jobs."""
         return run_sync(self._cleanup(tasks, task_identifiers_to_keep), self._executor)
+
+    def get_job(self, id: int) -> Job | None:
+        """The job with this id, or ``None``; see :meth:`WorkerUtils.get_job`."""
+        return run_sync(inspect_sql.get_job(self._schema, id), self._executor)
+
+    def list_jobs(
+        self,
+        *,
+        state: JobState | str | Iterable[JobState | str] | None = None,
+        task: str | None = None,
+        queue: str | None = None,
+        flags: Collection[str] | None = None,
+        key: str | None = None,
+        older_than: datetime | timedelta | None = None,
+        newer_than: datetime | timedelta | None = None,
+        limit: int = 100,
+        after: int | None = None,
+    ) -> JobPage:
+        """One page of jobs, newest first; see :meth:`WorkerUtils.list_jobs`."""
+        operation = self._list_jobs(
+            state, task, queue, flags, key, older_than, newer_than, limit, after
+        )
+        return run_sync(operation, self._executor)
+
+    def stats(self) -> QueueStats:
+        """Job counts by state, per task and per queue; see :meth:`WorkerUtils.stats`."""
+        return run_sync(inspect_sql.stats(self._schema), self._executor)
+
+    def queues(self) -> list[QueueInfo]:
+        """Every named queue with its lock and job counts; see :meth:`WorkerUtils.queues`."""
+        return run_sync(inspect_sql.queues(self._schema), self._executor)
+
+    def lock_holders(self) -> list[LockHolder]:
+        """Every worker id holding locks; see :meth:`WorkerUtils.lock_holders`."""
+        return run_sync(inspect_sql.lock_holders(self._schema), self._executor)
 
     def migrate(self) -> MigrationReport:
         """Install or upgrade the schema (see :func:`graphile_worker.migrate_sync`)."""
