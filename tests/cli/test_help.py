@@ -11,7 +11,19 @@ import pytest
 
 from .conftest import CliCall, run_subprocess
 
-COMMANDS = ("run", "migrate", "add", "cleanup", "demo")
+COMMANDS = (
+    "run",
+    "migrate",
+    "add",
+    "cleanup",
+    "demo",
+    "workers",
+    "sweep",
+    "jobs",
+    "stats",
+    "queues",
+    "force-unlock",
+)
 
 
 def test_group_help_lists_every_command(cli: CliCall) -> None:

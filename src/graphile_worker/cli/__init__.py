@@ -1,5 +1,6 @@
 """The ``graphile-worker`` command line: ``run``, ``migrate``, ``add``, ``cleanup``, ``cron``,
-``demo``, ``workers`` and ``sweep``.
+``demo``, and for operations ``jobs``, ``stats``, ``queues``, ``workers``, ``sweep`` and
+``force-unlock``.
 
 ``main`` is the click group behind the console script (and ``python -m graphile_worker.cli``).
 Each command lives in its own ``_``-prefixed module and imports the heavy parts of the
@@ -16,9 +17,11 @@ from ._cleanup import cleanup_command
 from ._common import LOG_LEVELS, CliGroup
 from ._cron import cron_group
 from ._demo import demo_command
+from ._jobs import force_unlock_command, jobs_group
 from ._migrate import migrate_command
 from ._recovery import sweep_command, workers_command
 from ._run import run_command
+from ._stats import queues_command, stats_command
 
 __all__ = ["main"]
 
@@ -53,3 +56,7 @@ main.add_command(cron_group)
 main.add_command(demo_command)
 main.add_command(workers_command)
 main.add_command(sweep_command)
+main.add_command(jobs_group)
+main.add_command(stats_command)
+main.add_command(queues_command)
+main.add_command(force_unlock_command)

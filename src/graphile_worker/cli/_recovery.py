@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import socket
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, TypeVar
 
 import click
@@ -24,6 +24,7 @@ from ._common import (
 )
 
 if TYPE_CHECKING:
+    from ..inspection import LockHolder
     from ..recovery import SweepReport, WorkerInfo
     from ..utils import WorkerUtils
 
@@ -71,48 +72,84 @@ def _worker_json(info: WorkerInfo) -> dict[str, object]:
     }
 
 
-@click.command("workers", short_help="List the registered workers and their heartbeats.")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per worker, per line.")
+@click.command("workers", short_help="List the workers: registered ones and every lock holder.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document (see README).")
 @connection_option
 @schema_option
 @driver_option
 def workers_command(as_json: bool, connection: str | None, schema: str, driver: str) -> None:
-    """List the workers in the registry: where they run, their last heartbeat, what they lock.
+    """List the registered workers (host, pid, last heartbeat, what they lock), then any other
+    worker id holding locks: Node workers, and ours run with --no-recovery.
 
     A STALE worker has been silent for longer than its stale-after; the next sweep (any
     running worker sweeps every heartbeat, or `graphile-worker sweep`) hands its jobs back.
-    Node workers, and ours run with --no-recovery, do not register and are not listed.
+    Jobs of unregistered holders wait for the four-hour lock expiry, or for
+    `graphile-worker force-unlock` once you know the worker is dead.
     """
     configure_logging("warning")
     check_schema(schema)
 
-    async def read(utils: WorkerUtils) -> list[WorkerInfo]:
-        return await utils.list_workers()
+    async def read(utils: WorkerUtils) -> tuple[list[WorkerInfo], list[LockHolder]]:
+        return await utils.list_workers(), await utils.lock_holders()
 
-    workers = run_async(
+    workers, holders = run_async(
         lambda: _with_utils(connection, schema, driver, read), connection=connection
     )
+    others = [holder for holder in holders if not holder.registered]
     if as_json:
-        for info in workers:
-            click.echo(json.dumps(_worker_json(info)))
+        document = {
+            "workers": [_worker_json(info) for info in workers],
+            "unregistered_lock_holders": [_holder_json(holder) for holder in others],
+        }
+        click.echo(json.dumps(document, indent=2))
         return
-    if not workers:
-        click.echo("No registered workers.")
-        return
-    header = ("WORKER", "HOST", "PID", "STARTED", "HEARTBEAT", "RUNNING", "LOCKED", "STATE")
-    rows = [
-        (
-            info.worker_id,
-            info.hostname,
-            str(info.pid),
-            _age(info.checked_at, info.started_at),
-            _age(info.checked_at, info.last_heartbeat_at),
-            str(info.running_jobs),
-            str(info.locked_jobs),
-            "STALE" if info.stale else "alive",
+    if workers:
+        _table(
+            ("WORKER", "HOST", "PID", "STARTED", "HEARTBEAT", "RUNNING", "LOCKED", "STATE"),
+            [
+                (
+                    info.worker_id,
+                    info.hostname,
+                    str(info.pid),
+                    _age(info.checked_at, info.started_at),
+                    _age(info.checked_at, info.last_heartbeat_at),
+                    str(info.running_jobs),
+                    str(info.locked_jobs),
+                    "STALE" if info.stale else "alive",
+                )
+                for info in workers
+            ],
         )
-        for info in workers
-    ]
+    else:
+        click.echo("No registered workers.")
+    if others:
+        now = datetime.now(timezone.utc)
+        click.echo("")
+        click.echo("Unregistered lock holders (Node workers, or ours with --no-recovery):")
+        _table(
+            ("WORKER", "LOCKED JOBS", "LOCKED QUEUES", "OLDEST LOCK"),
+            [
+                (
+                    holder.worker_id,
+                    str(holder.locked_jobs),
+                    str(holder.locked_queues),
+                    _age(now, holder.oldest_lock_at),
+                )
+                for holder in others
+            ],
+        )
+
+
+def _holder_json(holder: LockHolder) -> dict[str, object]:
+    return {
+        "worker_id": holder.worker_id,
+        "locked_jobs": holder.locked_jobs,
+        "locked_queues": holder.locked_queues,
+        "oldest_lock_at": holder.oldest_lock_at.isoformat(),
+    }
+
+
+def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
     widths = [max(len(row[column]) for row in (header, *rows)) for column in range(len(header))]
     for row in (header, *rows):
         click.echo(
@@ -149,6 +186,7 @@ def _describe(report: SweepReport) -> list[str]:
 
 @click.command("sweep", short_help="Recover the jobs of workers that stopped heartbeating.")
 @click.option("--dry-run", is_flag=True, help="Change nothing; print what would be done.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document (see README).")
 @click.option(
     "--dead",
     "dead",
@@ -170,6 +208,7 @@ def _describe(report: SweepReport) -> list[str]:
 @driver_option
 def sweep_command(
     dry_run: bool,
+    as_json: bool,
     dead: tuple[str, ...],
     dead_pids: tuple[int, ...],
     connection: str | None,
@@ -200,5 +239,30 @@ def sweep_command(
     report = run_async(
         lambda: _with_utils(connection, schema, driver, clean), connection=connection
     )
+    if as_json:
+        click.echo(json.dumps(_report_json(report), indent=2))
+        return
     for line in _describe(report):
         click.echo(line)
+
+
+def _report_json(report: SweepReport) -> dict[str, object]:
+    return {
+        "dry_run": report.dry_run,
+        "skipped": report.skipped,
+        "workers": list(report.workers),
+        "jobs": [
+            {
+                "id": entry.job.id,
+                "task_identifier": entry.job.task_identifier,
+                "queue_name": entry.job.queue_name,
+                "worker_id": entry.job.worker_id,
+                "action": entry.action,
+                "attempt_spent": entry.attempt_spent,
+                "run_at": None if entry.run_at is None else entry.run_at.isoformat(),
+            }
+            for entry in report.jobs
+        ],
+        "unlocked_queues": list(report.unlocked_queues),
+        "forgotten_workers": list(report.forgotten_workers),
+    }
