@@ -104,8 +104,8 @@ def test_custom_schema(cli: CliCall, empty_database_url: str) -> None:
         (["{}", "--run-at", "2030-01-31T09:30:00"], "has no time zone"),
         (["{}", "--run-at", "tomorrow"], "is not an ISO 8601 date and time"),
         (["{}", "--priority", "40000"], "priority must be between"),
-        (["{}", "--max-attempts", "0"], "max_attempts must be between"),
-        (["{}", "--job-key-mode", "replace"], "needs a job_key"),
+        (["{}", "--max-attempts", "0"], "--max-attempts must be between"),
+        (["{}", "--job-key-mode", "replace"], "needs a --job-key"),
     ],
 )
 def test_bad_input_is_one_line_and_adds_nothing(

@@ -98,6 +98,7 @@ def test_local_queue_and_batches_drain_the_queue(
         "--fail-job-batch-delay",
         "5",
         *runtime_flags,
+        expect=1,  # two jobs failed permanently
     )
     assert "Ran 42 job(s): 40 completed, 2 failed (2 permanently), 0 interrupted" in result.stdout
     assert _left(sync_connection) == [(1, "deliberate failure", None)] * 2
@@ -107,7 +108,9 @@ def test_quiet_hides_the_line_per_completed_job_only(
     cli: CliCall, database_url: str, sync_connection: psycopg.Connection[Any], tasks_file: Path
 ) -> None:
     _add(sync_connection, ok=3, fail=1)
-    result = cli("run", "--once", "--quiet", "--tasks", str(tasks_file), "-c", database_url)
+    result = cli(
+        "run", "--once", "--quiet", "--tasks", str(tasks_file), "-c", database_url, expect=1
+    )
     assert "Ran 4 job(s)" in result.stdout
     assert "Completed task" not in result.stderr
     assert "Failed task" in result.stderr  # failures are still reported

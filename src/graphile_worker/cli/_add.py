@@ -9,6 +9,14 @@ from datetime import datetime
 
 import click
 
+from .._validate import (
+    check_job_key,
+    check_max_attempts,
+    check_mode_has_key,
+    check_priority,
+    check_queue_name,
+    check_task_identifier,
+)
 from ..errors import InvalidJobSpecError
 from ..spec import JSON, JobKeyMode, JobSpec
 from ._common import (
@@ -20,7 +28,7 @@ from ._common import (
     schema_option,
 )
 
-__all__ = ["add_command", "parse_payload", "parse_run_at"]
+__all__ = ["add_command", "check_options", "parse_payload", "parse_run_at"]
 
 # Python 3.10's fromisoformat does not know the "Z" suffix that most tools print.
 _ZULU = re.compile(r"[zZ]$")
@@ -62,6 +70,37 @@ def parse_run_at(text: str | None) -> datetime | None:
             f"--run-at {text!r} has no time zone; append 'Z' for UTC or an offset such as '+02:00'"
         )
     return value
+
+
+def check_options(
+    task: str,
+    queue_name: str | None,
+    priority: int | None,
+    max_attempts: int | None,
+    job_key: str | None,
+    job_key_mode: str | None,
+) -> None:
+    """Check the options the way JobSpec would, but name them as they were typed.
+
+    JobSpec speaks Python (``queue_name must not be empty``); here the same rule says
+    ``--queue must not be empty``.
+    """
+    error = InvalidJobSpecError
+    if not task:
+        raise error("TASK must not be empty; give the task identifier, e.g. send_email")
+    check_task_identifier(task, error=error)
+    if queue_name is not None:
+        check_queue_name(queue_name, name="--queue", error=error)
+    if priority is not None:
+        check_priority(priority, name="--priority", error=error)
+    if max_attempts is not None:
+        check_max_attempts(max_attempts, name="--max-attempts", error=error)
+    if job_key is not None:
+        check_job_key(job_key, name="--job-key", error=error)
+    if job_key_mode is not None:
+        check_mode_has_key(
+            job_key_mode, job_key, mode_name="--job-key-mode", key_name="--job-key", error=error
+        )
 
 
 async def _add(
@@ -137,6 +176,7 @@ def add_command(
     """
     configure_logging("warning")
     check_schema(schema)
+    check_options(task, queue_name, priority, max_attempts, job_key, job_key_mode)
     decoded = parse_payload(payload)
     spec = JobSpec(
         queue_name=queue_name,

@@ -4,7 +4,9 @@ Errors follow one rule: anything the library raises on purpose (a
 :class:`~graphile_worker.errors.GraphileWorkerError`, possibly wrapped in an exception group
 by a task group) becomes a single ``Error: ...`` line on stderr and exit status 1, because the
 message already says what went wrong and how to fix it; a traceback would only hide it.
-Anything else is a bug and keeps its traceback.
+Anything else is a bug and keeps its traceback. A command line that cannot be parsed (an
+unknown option, a missing argument, options that contradict each other) is a usage error
+and exits with status 2, as click does.
 """
 
 from __future__ import annotations
@@ -20,9 +22,10 @@ from urllib.parse import unquote, urlsplit
 
 import anyio
 import click
+from click.core import ParameterSource
 
 from ..drivers import DRIVER_NAMES
-from ..errors import ConnectionLostError, GraphileWorkerError
+from ..errors import ConnectionLostError, DatabaseError, GraphileWorkerError, QueryError
 from ..sql import DEFAULT_SCHEMA, validate_schema_name
 
 __all__ = [
@@ -118,12 +121,52 @@ def _one_line(error: GraphileWorkerError) -> str:
     return first + (" (run with --log-level debug for details)" if rest else "")
 
 
+def _set_log_level(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    """Hand a sub-command's ``--log-level`` to the group, where every command looks for it.
+
+    The source is recorded as the command line so that ``run --processes`` passes the level
+    on to its worker processes, as it does a level given before the command.
+    """
+    if value is None:
+        return
+    root = ctx.find_root()
+    root.params["log_level"] = value
+    root.set_parameter_source("log_level", ParameterSource.COMMANDLINE)
+
+
+def _accept_log_level(command: click.Command) -> None:
+    """Let ``command`` (and its sub-commands) take ``--log-level`` after its name too.
+
+    ``graphile-worker run --log-level debug`` is what people type; click would only accept
+    the group's options before the command name.
+    """
+    if not any(param.name == "log_level" for param in command.params):
+        command.params.append(
+            click.Option(
+                ["--log-level"],
+                type=click.Choice(LOG_LEVELS, case_sensitive=False),
+                default=None,
+                expose_value=False,
+                callback=_set_log_level,
+                help="Log records shown on stderr (also accepted before the command; "
+                "default: $GRAPHILE_WORKER_LOG_LEVEL).",
+            )
+        )
+    if isinstance(command, click.Group):
+        for sub_command in command.commands.values():
+            _accept_log_level(sub_command)
+
+
 class CliGroup(click.Group):
     """A click group that reports library errors as one line instead of a traceback.
 
     With ``--log-level debug`` the whole message and the traceback are shown as well, for
     bug reports.
     """
+
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        _accept_log_level(cmd)
+        super().add_command(cmd, name)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         """Commands in the order they were added (most used first), not alphabetically."""
@@ -246,4 +289,26 @@ def run_async(
             raise ConnectionLostError(
                 f"{describe_server(connection)}: {found}", sqlstate=found.sqlstate
             ) from error
+        if isinstance(found, QueryError) and found.sqlstate in _SCHEMA_MISSING_STATES:
+            raise QueryError(_missing_schema_message(found), sqlstate=found.sqlstate) from error
         raise
+
+
+_SCHEMA_MISSING_STATES = frozenset({"42P01", "3F000", "42883"})
+"""undefined_table, invalid_schema_name and undefined_function: what our queries meet on a
+database whose schema was never installed, or was installed by an older version."""
+
+
+def _missing_schema_message(error: DatabaseError) -> str:
+    """The server's complaint, with what it most likely means and the command that fixes it."""
+    from ..migrations.migrator import migrate_hint
+
+    ctx = click.get_current_context(silent=True)
+    schema = ctx.params.get("schema") if ctx is not None else None
+    if not isinstance(schema, str):
+        schema = DEFAULT_SCHEMA
+    complaint = (str(error).strip() or type(error).__name__).partition("\n")[0]
+    return (
+        f"schema {schema!r} is not installed or not up to date ({complaint}): "
+        f"run {migrate_hint(schema)}"
+    )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
 from ..migrations import MigrationReport
@@ -13,6 +15,9 @@ from ._common import (
     run_async,
     schema_option,
 )
+
+if TYPE_CHECKING:
+    from ..migrations import MigrationStatus
 
 __all__ = ["migrate_command"]
 
@@ -28,6 +33,16 @@ async def _migrate(connection: str | None, schema: str, driver: str) -> Migratio
         connection, driver=driver, min_size=1, max_size=1, prepared_statements=False
     ) as database:
         return await migrate(database, schema=schema)
+
+
+async def _status(connection: str | None, schema: str, driver: str) -> MigrationStatus:
+    from ..drivers import create_driver
+    from ..migrations import migration_status
+
+    async with create_driver(
+        connection, driver=driver, min_size=1, max_size=1, prepared_statements=False
+    ) as database:
+        return await migration_status(database, schema=schema)
 
 
 def describe(report: MigrationReport) -> str:
@@ -48,14 +63,29 @@ def describe(report: MigrationReport) -> str:
 @connection_option
 @schema_option
 @driver_option
-def migrate_command(connection: str | None, schema: str, driver: str) -> None:
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Change nothing: exit 0 when the schema is up to date, 1 (saying how far behind "
+    "it is) when it is not installed or needs migrating.",
+)
+def migrate_command(connection: str | None, schema: str, driver: str, check: bool) -> None:
     """Install or upgrade the database schema, then exit.
 
     The same as Node graphile-worker's `--schema-only`. Safe to run while workers are
     running and from several places at once: migrations take an advisory lock and run once.
     Prints the schema version before and after.
+
+    With --check, only reads the schema's version (no lock, no DDL): a deploy script or a
+    readiness probe can run it with the workers' own, unprivileged role.
     """
     configure_logging("warning")
     check_schema(schema)
+    if check:
+        status = run_async(lambda: _status(connection, schema, driver), connection=connection)
+        if not status.up_to_date:
+            raise click.ClickException(status.describe())
+        click.echo(f"Schema {schema!r}: version {status.current_version} (up to date)")
+        return
     report = run_async(lambda: _migrate(connection, schema, driver), connection=connection)
     click.echo(describe(report))

@@ -34,7 +34,19 @@ __all__ = ["run_command"]
 @click.option(
     "--once",
     is_flag=True,
-    help="Run until there are no runnable jobs left, then exit.",
+    help="Run until there are no runnable jobs left, then exit (status 1 if a job failed "
+    "permanently).",
+)
+@click.option(
+    "--fail-on-error",
+    is_flag=True,
+    help="With --once, exit with status 1 if any attempt failed, not only a job's last.",
+)
+@click.option(
+    "--no-migrate",
+    is_flag=True,
+    help="Do not install or upgrade the schema (for a role without DDL rights); refuse to "
+    "start if it is behind. Run `graphile-worker migrate` when deploying instead.",
 )
 @click.option(
     "--crontab",
@@ -203,6 +215,8 @@ def run_command(
     schema: str,
     task_targets: tuple[str, ...],
     once: bool,
+    fail_on_error: bool,
+    no_migrate: bool,
     crontab_file: Path | None,
     processes: int,
     concurrency: int,
@@ -228,7 +242,8 @@ def run_command(
 ) -> None:
     """Run jobs until stopped (SIGINT/SIGTERM), or with --once until none are runnable.
 
-    Installs or upgrades the schema first. Tasks come from --tasks: each names a module
+    Installs or upgrades the schema first; with --no-migrate it only checks that the schema
+    is current and refuses to start otherwise. Tasks come from --tasks: each names a module
     (myapp.tasks, importable from the current directory), module:attribute or a .py file.
     Every task function (@task) and handler class (with an IDENTIFIER and run()) defined or
     imported there is used, or what the module's `tasks` attribute (or the named attribute)
@@ -243,6 +258,9 @@ def run_command(
     --shutdown-grace-period; jobs still running then are released without spending their
     attempt, and the process exits (status 0). A second signal skips the wait.
 
+    With --once the exit status is 1 when a job failed permanently (its last attempt), or
+    with --fail-on-error when any attempt failed; the summary line is printed either way.
+
     The worker registers in the schema's worker registry and heartbeats; a worker silent
     for longer than its --stale-after (kill -9, a lost machine) is given up by the others,
     which hand its jobs back (see `graphile-worker workers` and `graphile-worker sweep`).
@@ -252,6 +270,8 @@ def run_command(
     starts a crashed child again, and exits 0 only when all stopped cleanly.
     """
     configure_logging("info")
+    if fail_on_error and not once:
+        raise click.UsageError("--fail-on-error needs --once (a continuous worker keeps running)")
     if quiet:
         _silence_job_lines()
     check_schema(schema)
@@ -311,6 +331,7 @@ def run_command(
         shutdown_grace_period=shutdown_grace_period / 1000,
         crontab=crontab,
         recovery=recovery,
+        migrate=not no_migrate,
     )
     worker = Worker(options)
     if once:
@@ -320,6 +341,12 @@ def run_command(
             f"failed ({summary.permanently_failed} permanently), {summary.interrupted} "
             "interrupted"
         )
+        if summary.permanently_failed or (fail_on_error and summary.failed):
+            raise click.ClickException(
+                f"{summary.permanently_failed} job(s) failed permanently"
+                if summary.permanently_failed
+                else f"{summary.failed} attempt(s) failed (--fail-on-error)"
+            )
     else:
         run_async(worker.run, connection=connection, backend=runtime)
 

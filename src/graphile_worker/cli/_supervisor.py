@@ -604,6 +604,7 @@ def supervise(ctx: click.Context, processes: int, *, once: bool) -> None:
         migrate_command=[
             *prefix,
             "migrate",
+            *(["--check"] if ctx.params.get("no_migrate") else []),
             *command_line(ctx, only={"connection", "schema", "driver"}),
         ],
         sweep_command=None

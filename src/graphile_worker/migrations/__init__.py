@@ -14,7 +14,15 @@ from .catalog import (
     ExtensionStep,
     Migration,
 )
-from .migrator import MigrationReport, migrate, migrate_sync
+from .migrator import (
+    MigrationReport,
+    MigrationStatus,
+    migrate,
+    migrate_sync,
+    migration_status,
+    migration_status_sync,
+    require_migrated,
+)
 
 __all__ = [
     "BREAKING_MIGRATION_IDS",
@@ -24,6 +32,10 @@ __all__ = [
     "ExtensionStep",
     "Migration",
     "MigrationReport",
+    "MigrationStatus",
     "migrate",
     "migrate_sync",
+    "migration_status",
+    "migration_status_sync",
+    "require_migrated",
 ]

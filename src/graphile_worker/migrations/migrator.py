@@ -31,6 +31,7 @@ from ..errors import (
     ConfigurationError,
     IncompatibleSchemaError,
     LockedJobsError,
+    MigrationError,
     QueryError,
     UniqueViolationError,
     UnsupportedPostgresVersionError,
@@ -39,7 +40,16 @@ from ..sql import DEFAULT_SCHEMA, quote_identifier, render
 from ..sql._statement import Statement, drive_async, drive_sync, perform_async, perform_sync
 from .catalog import EXTENSION_STEPS, LATEST_MIGRATION, MIGRATIONS, ExtensionStep, Migration
 
-__all__ = ["MigrationReport", "migrate", "migrate_sync"]
+__all__ = [
+    "MigrationReport",
+    "MigrationStatus",
+    "migrate",
+    "migrate_hint",
+    "migrate_sync",
+    "migration_status",
+    "migration_status_sync",
+    "require_migrated",
+]
 
 logger: logging.Logger = logging.getLogger("graphile_worker.migrations")
 
@@ -196,7 +206,7 @@ def _migration_plan(
         yield Statement("fetchval", _ANNOUNCE, {"payload": payload})
         yield _Commit()
         applied.append(pending.id)
-        logger.info("applied graphile-worker migration %06d to schema %s", pending.id, schema)
+        logger.debug("applied graphile-worker migration %06d to schema %s", pending.id, schema)
 
     reached = current or 0
     wanted = [step for step in extensions if step.requires <= min(reached, up_to)]
@@ -215,6 +225,16 @@ def _migration_plan(
             extensions_applied.append(step.id)
         yield _Commit()
 
+    if applied or extensions_applied:
+        # One line for the whole upgrade: twenty lines for a fresh schema only bury the
+        # worker's own start-up messages (each migration is still logged at debug level).
+        logger.info(
+            "migrated graphile-worker schema %s from version %s to %s%s",
+            schema,
+            "none" if previous is None else previous,
+            current,
+            f" (extension steps: {', '.join(extensions_applied)})" if extensions_applied else "",
+        )
     return MigrationReport(
         schema=schema,
         previous_version=previous,
@@ -346,6 +366,141 @@ async def migrate(
             with anyio.CancelScope(shield=True):
                 await transaction.__aexit__(type(error), error, error.__traceback__)
         raise
+
+
+@dataclass(frozen=True, slots=True)
+class MigrationStatus:
+    """Where a schema stands, read without changing anything (``graphile-worker migrate --check``).
+
+    For deployments whose workers may not run DDL (``WorkerOptions(migrate=False)``): the
+    deploy step migrates with a privileged role, and everything else can check first.
+    """
+
+    schema: str
+    current_version: int | None
+    """The newest migration id in the ledger (``None``: the schema is not installed)."""
+    latest_version: int
+    """The newest migration this library applies (:data:`LATEST_MIGRATION`)."""
+    missing_extensions: tuple[str, ...]
+    """Extension steps that :func:`migrate` would still apply, in order."""
+
+    @property
+    def behind(self) -> bool:
+        """Whether numbered migrations are missing: this library's queries would fail."""
+        return self.current_version is None or self.current_version < self.latest_version
+
+    @property
+    def up_to_date(self) -> bool:
+        """Whether :func:`migrate` would change nothing."""
+        return not self.behind and not self.missing_extensions
+
+    def describe(self) -> str:
+        """One line saying how far behind the schema is and what to do about it."""
+        if self.up_to_date:
+            return f"schema {self.schema!r} is up to date (version {self.current_version})"
+        steps = ", ".join(self.missing_extensions)
+        if self.current_version is None:
+            where = f"schema {self.schema!r} is not installed"
+        else:
+            where = f"schema {self.schema!r} is at version {self.current_version}"
+        if self.behind:
+            needs = f"this library needs {self.latest_version}"
+            if steps:
+                needs += f" (and extension steps {steps})"
+        else:
+            needs = f"this library also needs its extension steps {steps}"
+        return f"{where}, {needs}: run {migrate_hint(self.schema)}"
+
+
+def migrate_hint(schema: str) -> str:
+    """The command that brings ``schema`` up to date, quoted for error messages."""
+    flag = "" if schema == DEFAULT_SCHEMA else f" --schema {schema}"
+    return f"'graphile-worker migrate{flag}'"
+
+
+_STATUS_TABLES = """
+select to_regclass(:ledger) is not null as has_ledger,
+       to_regclass(:extension_ledger) is not null as has_extension_ledger
+"""
+_LATEST_ONLY = "select max(id) as latest, null::int as latest_breaking from {schema}.migrations"
+
+
+def _status_plan(
+    schema: str, extensions: Sequence[ExtensionStep]
+) -> Generator[Statement, Any, MigrationStatus]:
+    """Read the ledgers only: no lock, no DDL, so a role without privileges can run it."""
+    quoted = quote_identifier(schema)
+    server = yield Statement("fetchrow", _SERVER_STATE, {"ledger": f"{quoted}.migrations"})
+    tables = yield Statement(
+        "fetchrow",
+        _STATUS_TABLES,
+        {"ledger": f"{quoted}.migrations", "extension_ledger": f"{quoted}._pyworker_migrations"},
+    )
+    current: int | None = None
+    if tables["has_ledger"]:
+        query = _LEDGER_STATE if server["has_breaking_column"] else _LATEST_ONLY
+        row = yield Statement("fetchrow", render(query, schema))
+        state = _LedgerState(row["latest"], row["latest_breaking"])
+        _check_compatibility(schema, state)
+        current = state.latest
+    done: set[str] = set()
+    if tables["has_extension_ledger"]:
+        rows = yield Statement("fetch", render(_EXTENSIONS_DONE, schema))
+        done = {row["id"] for row in rows}
+    return MigrationStatus(
+        schema=schema,
+        current_version=current,
+        latest_version=LATEST_MIGRATION,
+        missing_extensions=tuple(step.id for step in extensions if step.id not in done),
+    )
+
+
+async def migration_status(
+    executor: DatabaseDriver | AsyncExecutor,
+    *,
+    schema: str = DEFAULT_SCHEMA,
+    extensions: Sequence[ExtensionStep] = EXTENSION_STEPS,
+) -> MigrationStatus:
+    """How far ``schema`` is behind this library, changing nothing.
+
+    Raises:
+        IncompatibleSchemaError: the schema holds a breaking migration this library does
+            not know, as :func:`migrate` would.
+    """
+
+    async def perform(step: Statement) -> Any:
+        return await perform_async(step, executor)
+
+    return await drive_async(_status_plan(schema, extensions), perform)
+
+
+def migration_status_sync(
+    executor: SyncExecutor,
+    *,
+    schema: str = DEFAULT_SCHEMA,
+    extensions: Sequence[ExtensionStep] = EXTENSION_STEPS,
+) -> MigrationStatus:
+    """The blocking twin of :func:`migration_status`."""
+    return drive_sync(_status_plan(schema, extensions), lambda step: perform_sync(step, executor))
+
+
+async def require_migrated(
+    executor: DatabaseDriver | AsyncExecutor, *, schema: str = DEFAULT_SCHEMA
+) -> MigrationStatus:
+    """Refuse to start on a schema this library's queries would fail on.
+
+    What a worker with ``migrate=False`` checks first, so that an unmigrated database is
+    reported as such rather than as ``relation ... does not exist`` from the first query.
+    Missing extension steps are allowed: the features needing them turn themselves off
+    with a warning.
+
+    Raises:
+        MigrationError: numbered migrations are missing.
+    """
+    status = await migration_status(executor, schema=schema)
+    if status.behind:
+        raise MigrationError(status.describe())
+    return status
 
 
 class _RolledBack(Exception):

@@ -251,6 +251,7 @@ class WorkerRun:
                     await self._source.reset_stale_locks()
                 await self._outcomes.start(services)
                 self._warn_small_local_queue()
+                self._warn_unknown_cron_tasks()
                 self._logger.info(
                     "Worker %s connected and looking for jobs (task names: %s)",
                     self._worker_id,
@@ -273,6 +274,19 @@ class WorkerRun:
             permanently_failed=outcomes.permanently_failed,
             interrupted=self._released,
         )
+
+    def _warn_unknown_cron_tasks(self) -> None:
+        """A crontab line for a task this worker lacks is usually a typo or a missing import;
+        it may also be meant for another kind of worker, so it is a warning, not an error."""
+        known = set(self._registry.identifiers)
+        unknown = sorted({item.task_identifier for item in self._options.cron_items} - known)
+        if unknown:
+            self._logger.warning(
+                "The crontab names task(s) worker %s does not define: %s; their jobs will "
+                "wait for a worker that has them",
+                self._worker_id,
+                ", ".join(repr(name) for name in unknown),
+            )
 
     def _warn_small_local_queue(self) -> None:
         local_queue = self._options.local_queue

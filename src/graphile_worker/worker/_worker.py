@@ -25,7 +25,7 @@ from ..drivers._url import resolve_url
 from ..drivers.base import DatabaseDriver
 from ..hooks import WorkerInit
 from ..hooks._dispatch import Hooks
-from ..migrations import migrate
+from ..migrations import migrate, require_migrated
 from ._options import RunOnceSummary, WorkerOptions
 from ._run import WorkerRun
 
@@ -200,6 +200,8 @@ class Worker:
             async with self._open_driver() as driver:
                 if self._options.migrate:
                     await migrate(driver, schema=self._options.schema)
+                else:
+                    await require_migrated(driver, schema=self._options.schema)
                 run = WorkerRun(
                     options=self._options,
                     driver=driver,
