@@ -140,6 +140,18 @@ async def test_states_other_than_retrying_split_every_job_once(
     assert sorted(seen) == sorted(seeded.values())
 
 
+async def test_the_python_rule_agrees_with_the_database(
+    driver: DatabaseDriver, seeded: dict[str, int], sync_connection: psycopg.Connection[Any]
+) -> None:
+    """``JobState.of`` (what the CLI shows for a row it read) matches the SQL filters."""
+    utils = WorkerUtils(driver)
+    row = sync_connection.execute("select now()").fetchone()
+    assert row is not None
+    for state in (JobState.READY, JobState.SCHEDULED, JobState.LOCKED, JobState.FAILED):
+        for job in (await utils.list_jobs(state=state)).jobs:
+            assert JobState.of(job, row[0]) is state, job
+
+
 async def test_get_job_returns_the_whole_job(
     driver: DatabaseDriver, seeded: dict[str, int], sync_connection: psycopg.Connection[Any]
 ) -> None:

@@ -48,6 +48,16 @@ class JobState(str, Enum):
     """Permanently failed: not locked and ``attempts >= max_attempts``; no worker will run
     it again unless it is rescheduled."""
 
+    @classmethod
+    def of(cls, job: Job, now: datetime) -> JobState:
+        """The state of a job already read, judged by ``now`` (the partitioning one:
+        ``READY``, ``SCHEDULED``, ``LOCKED`` or ``FAILED``); the database's rules, in Python."""
+        if job.locked_at is not None:
+            return cls.LOCKED
+        if job.attempts >= job.max_attempts:
+            return cls.FAILED
+        return cls.READY if job.run_at <= now else cls.SCHEDULED
+
 
 @final
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)

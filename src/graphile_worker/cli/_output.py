@@ -119,16 +119,10 @@ def relative(moment: datetime | None, now: datetime) -> str:
 
 
 def job_state(job: Job, now: datetime) -> str:
-    """The job's :class:`~graphile_worker.JobState` value, judged by ``now``.
+    """The job's :class:`~graphile_worker.JobState` value, judged by ``now``."""
+    from ..inspection import JobState
 
-    The same rules as the database's (see :mod:`graphile_worker.inspection`), applied to a
-    row already read, so a list can show states without a second query.
-    """
-    if job.locked_at is not None:
-        return "locked"
-    if job.attempts >= job.max_attempts:
-        return "failed"
-    return "ready" if job.run_at <= now else "scheduled"
+    return JobState.of(job, now).value
 
 
 def _payload_json(payload: object) -> object:

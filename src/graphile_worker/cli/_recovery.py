@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import socket
-from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, TypeVar
 
@@ -22,6 +21,7 @@ from ._common import (
     run_async,
     schema_option,
 )
+from ._output import table, with_utils
 
 if TYPE_CHECKING:
     from ..inspection import LockHolder
@@ -31,18 +31,6 @@ if TYPE_CHECKING:
 __all__ = ["sweep_command", "workers_command"]
 
 T = TypeVar("T")
-
-
-async def _with_utils(
-    connection: str | None, schema: str, driver: str, use: Callable[[WorkerUtils], Awaitable[T]]
-) -> T:
-    from ..drivers import create_driver
-    from ..utils import WorkerUtils
-
-    async with create_driver(
-        connection, driver=driver, max_size=1, prepared_statements=False
-    ) as database:
-        return await use(WorkerUtils(database, schema=schema))
 
 
 def _age(now: datetime, then: datetime) -> str:
@@ -93,7 +81,7 @@ def workers_command(as_json: bool, connection: str | None, schema: str, driver: 
         return await utils.list_workers(), await utils.lock_holders()
 
     workers, holders = run_async(
-        lambda: _with_utils(connection, schema, driver, read), connection=connection
+        lambda: with_utils(connection, schema, driver, read), connection=connection
     )
     others = [holder for holder in holders if not holder.registered]
     if as_json:
@@ -150,11 +138,8 @@ def _holder_json(holder: LockHolder) -> dict[str, object]:
 
 
 def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
-    widths = [max(len(row[column]) for row in (header, *rows)) for column in range(len(header))]
-    for row in (header, *rows):
-        click.echo(
-            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        )
+    for line in table(header, rows):
+        click.echo(line)
 
 
 def _describe(report: SweepReport) -> list[str]:
@@ -236,9 +221,7 @@ def sweep_command(
             )
         return await utils.sweep(dry_run=dry_run, dead=named)
 
-    report = run_async(
-        lambda: _with_utils(connection, schema, driver, clean), connection=connection
-    )
+    report = run_async(lambda: with_utils(connection, schema, driver, clean), connection=connection)
     if as_json:
         click.echo(json.dumps(_report_json(report), indent=2))
         return
