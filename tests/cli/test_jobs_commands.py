@@ -68,6 +68,13 @@ def _fail_once(connection: psycopg.Connection[Any], job_id: int, error: str) -> 
     )
 
 
+def assert_one_line_error_status(result: Result, fragment: str) -> None:
+    """One ``Error:`` line naming the problem, no traceback (the status is checked by ``cli``)."""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
+    assert fragment in lines[0], result.stderr
+
+
 def _document(result: Result) -> dict[str, Any]:
     lines = result.stdout.splitlines()
     assert len(lines) == 1, result.stdout
@@ -213,6 +220,76 @@ class TestChanges:
             (failed,),
         ).fetchone()
         assert row == (0, True)
+
+    def test_retry_every_failed_job_of_a_task_with_yes(
+        self, cli: CliCall, database_url: str, sync_connection: psycopg.Connection[Any]
+    ) -> None:
+        wanted = [_add(sync_connection, "mail") for _ in range(3)]
+        other_task = _add(sync_connection, "sms")
+        still_trying = _add(sync_connection, "mail")
+        sync_connection.execute(
+            "update graphile_worker._private_jobs set attempts = max_attempts, last_error = 'x' "
+            "where id = any(%s)",
+            (wanted + [other_task],),
+        )
+        _fail_once(sync_connection, still_trying, "y")
+        document = _document(
+            cli(
+                "jobs", "retry", "--state", "failed", "--task", "mail", "--yes", "--json",
+                "-c", database_url,
+            )
+        )  # fmt: skip
+        assert sorted(document["touched"]) == sorted(wanted)
+        rows = dict(
+            sync_connection.execute(
+                "select id, attempts from graphile_worker._private_jobs"
+            ).fetchall()
+        )
+        assert all(rows[job_id] == 0 for job_id in wanted)
+        assert rows[other_task] == 25 and rows[still_trying] == 1
+
+    def test_a_filter_needs_yes_when_no_one_can_be_asked(
+        self, cli: CliCall, database_url: str, sync_connection: psycopg.Connection[Any]
+    ) -> None:
+        job_id = _add(sync_connection)
+        result = cli("jobs", "cancel", "--task", "work", "-c", database_url, expect=2)
+        assert_one_line_error_status(result, "needs --yes")
+        row = sync_connection.execute(
+            "select attempts from graphile_worker._private_jobs where id = %s", (job_id,)
+        ).fetchone()
+        assert row == (0,)
+
+    def test_a_person_confirms_a_filtered_change(
+        self,
+        cli: CliCall,
+        database_url: str,
+        sync_connection: psycopg.Connection[Any],
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        from graphile_worker.cli import _jobs
+
+        monkeypatch.setattr(_jobs, "_interactive", lambda: True)
+        ids = [_add(sync_connection, "report") for _ in range(2)]
+        refused = cli(
+            "jobs", "complete", "--task", "report", "-c", database_url, input="n\n", expect=1
+        )
+        assert "Complete 2 job(s)? [y/N]" in refused.stderr and "Aborted" in refused.stderr
+        assert (
+            len(sync_connection.execute("select 1 from graphile_worker._private_jobs").fetchall())
+            == 2
+        )
+        done = cli("jobs", "complete", "--task", "report", "-c", database_url, input="y\n")
+        assert done.stdout.startswith("Completed 2 job(s)")
+        assert (
+            sync_connection.execute("select 1 from graphile_worker._private_jobs").fetchall() == []
+        )
+        assert ids
+
+    def test_ids_and_filters_do_not_mix(self, cli: CliCall, database_url: str) -> None:
+        mixed = cli("jobs", "retry", "1", "--state", "failed", "-c", database_url, expect=2)
+        assert_one_line_error_status(mixed, "not both")
+        neither = cli("jobs", "retry", "-c", database_url, expect=2)
+        assert_one_line_error_status(neither, "give the job IDs")
 
     def test_cancel_json(
         self, cli: CliCall, database_url: str, sync_connection: psycopg.Connection[Any]

@@ -10,10 +10,11 @@ ids it did not touch and why, rather than pretending it did.
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -73,6 +74,119 @@ def _states(given: Sequence[str]) -> list[str]:
 def _job_ids(given: Iterable[int]) -> list[int]:
     """The ids in the order given, each once."""
     return list(dict.fromkeys(given))
+
+
+_PAGE = 10_000
+"""Jobs read per statement when a filter selects the jobs to change."""
+
+
+@dataclass(frozen=True)
+class _Selection:
+    """Which jobs a changing command acts on: ids given, or the jobs a filter matches."""
+
+    ids: tuple[int, ...]
+    states: tuple[str, ...]
+    task: str | None
+    queue: str | None
+    flags: tuple[str, ...]
+    older_than: str | None
+    newer_than: str | None
+    yes: bool
+
+    @property
+    def filtered(self) -> bool:
+        given = (self.task, self.queue, self.older_than, self.newer_than)
+        return bool(self.states or self.flags) or any(value is not None for value in given)
+
+
+def _selection_options(function: Callable[..., None]) -> Callable[..., None]:
+    """ID... or the filters of `jobs list`, and --yes: what the changing commands select by."""
+    options = [
+        click.argument("job_ids", metavar="[ID]...", nargs=-1, type=click.IntRange(min=1)),
+        click.option(
+            "--state",
+            "states",
+            multiple=True,
+            metavar="STATE",
+            help="Instead of IDs: every job in this state (repeatable), as `jobs list`.",
+        ),
+        click.option("--task", metavar="TASK", help="Instead of IDs: jobs of this task."),
+        click.option("--queue", metavar="QUEUE", help="Instead of IDs: jobs in this queue."),
+        click.option(
+            "--flag", "flags", multiple=True, metavar="FLAG", help="Instead of IDs: with this flag."
+        ),
+        click.option("--older-than", metavar="DURATION", help="Instead of IDs: created before."),
+        click.option("--newer-than", metavar="DURATION", help="Instead of IDs: created within."),
+        click.option(
+            "--yes", is_flag=True, help="Do not ask before changing the jobs a filter selects."
+        ),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+def _selection(
+    job_ids: tuple[int, ...],
+    states: tuple[str, ...],
+    task: str | None,
+    queue: str | None,
+    flags: tuple[str, ...],
+    older_than: str | None,
+    newer_than: str | None,
+    yes: bool,
+) -> _Selection:
+    selection = _Selection(job_ids, states, task, queue, flags, older_than, newer_than, yes)
+    if job_ids and selection.filtered:
+        raise BadInput("give job IDs or filters (--state, --task, ...), not both")
+    if not job_ids and not selection.filtered:
+        raise BadInput("give the job IDs to change, or filters such as --state failed")
+    return selection
+
+
+def _interactive() -> bool:
+    """Whether a person can answer a question (stdin and stdout are terminals)."""
+    return sys.stdin.isatty() and sys.stdout.isatty()
+
+
+def _resolve(
+    selection: _Selection, verb: str, connection: str | None, schema: str, driver: str
+) -> list[int]:
+    """The ids to change: as given, or every job the filter matches, confirmed first."""
+    if not selection.filtered:
+        return _job_ids(selection.ids)
+    states = _states(selection.states) if selection.states else None
+    older = parse_duration("--older-than", selection.older_than) if selection.older_than else None
+    newer = parse_duration("--newer-than", selection.newer_than) if selection.newer_than else None
+    if not selection.yes and not _interactive():
+        raise BadInput(
+            f"{verb} every job a filter selects needs --yes when no one can be asked (stdin "
+            "or stdout is not a terminal)"
+        )
+
+    async def matching(utils: WorkerUtils) -> list[int]:
+        ids: list[int] = []
+        after: int | None = None
+        while True:
+            page = await utils.list_jobs(
+                state=states,
+                task=selection.task,
+                queue=selection.queue,
+                flags=selection.flags or None,
+                older_than=older,
+                newer_than=newer,
+                limit=_PAGE,
+                after=after,
+            )
+            ids.extend(job.id for job in page.jobs)
+            if page.next_after is None:
+                return ids
+            after = page.next_after
+
+    ids = run_async(lambda: with_utils(connection, schema, driver, matching), connection=connection)
+    if ids and not selection.yes:
+        click.confirm(f"{verb} {len(ids)} job(s)?", abort=True, err=True)
+    return ids
 
 
 @click.group("jobs", cls=CliGroup, short_help="List, inspect, retry, cancel and remove jobs.")
@@ -325,9 +439,6 @@ def _run_change(
     return run_async(lambda: with_utils(connection, schema, driver, act), connection=connection)
 
 
-_ids_argument = click.argument(
-    "job_ids", metavar="ID...", nargs=-1, required=True, type=click.IntRange(min=1)
-)
 _json_option = click.option(
     "--json",
     "as_json",
@@ -337,21 +448,22 @@ _json_option = click.option(
 
 
 @jobs_group.command("retry", short_help="Run jobs again now, with their attempts reset.")
-@_ids_argument
+@_selection_options
 @_json_option
 @connection_option
 @schema_option
 @driver_option
 def retry_command(
-    job_ids: tuple[int, ...], as_json: bool, connection: str | None, schema: str, driver: str
+    as_json: bool, connection: str | None, schema: str, driver: str, **selected: Any
 ) -> None:
-    """Make jobs due now with attempts reset to 0, failed ones included.
+    """Make jobs due now with attempts reset to 0, failed ones included: the IDs given, or
+    every job the filters select (`jobs retry --state failed --task send_email`).
 
     Their max attempts, priority, payload and last error stay as they are.
     """
     configure_logging("warning")
     check_schema(schema)
-    requested = _job_ids(job_ids)
+    requested = _resolve(_selection(**selected), "Retry", connection, schema, driver)
     run_at = _now()
 
     async def change(utils: WorkerUtils) -> list[Job]:
@@ -362,7 +474,7 @@ def retry_command(
 
 
 @jobs_group.command("cancel", short_help="Fail jobs for good: no worker runs them again.")
-@_ids_argument
+@_selection_options
 @click.option(
     "--reason", metavar="TEXT", help="Recorded as the last error (default: Node's message)."
 )
@@ -371,20 +483,21 @@ def retry_command(
 @schema_option
 @driver_option
 def cancel_command(
-    job_ids: tuple[int, ...],
     reason: str | None,
     as_json: bool,
     connection: str | None,
     schema: str,
     driver: str,
+    **selected: Any,
 ) -> None:
-    """Permanently fail jobs (attempts = max attempts); they stay in the table, as failed.
+    """Permanently fail jobs (attempts = max attempts): the IDs given, or every job the
+    filters select. They stay in the table, as failed.
 
     `jobs retry` brings one back; `cleanup DELETE_PERMAFAILED_JOBS` deletes them.
     """
     configure_logging("warning")
     check_schema(schema)
-    requested = _job_ids(job_ids)
+    requested = _resolve(_selection(**selected), "Cancel", connection, schema, driver)
 
     async def change(utils: WorkerUtils) -> list[Job]:
         return await utils.permanently_fail_jobs(requested, reason=reason)
@@ -394,18 +507,18 @@ def cancel_command(
 
 
 @jobs_group.command("complete", short_help="Mark jobs done (deleted) without running them.")
-@_ids_argument
+@_selection_options
 @_json_option
 @connection_option
 @schema_option
 @driver_option
 def complete_command(
-    job_ids: tuple[int, ...], as_json: bool, connection: str | None, schema: str, driver: str
+    as_json: bool, connection: str | None, schema: str, driver: str, **selected: Any
 ) -> None:
-    """Delete jobs as if they had succeeded."""
+    """Delete jobs as if they had succeeded: the IDs given, or every job the filters select."""
     configure_logging("warning")
     check_schema(schema)
-    requested = _job_ids(job_ids)
+    requested = _resolve(_selection(**selected), "Complete", connection, schema, driver)
 
     async def change(utils: WorkerUtils) -> list[Job]:
         return await utils.complete_jobs(requested)
@@ -415,7 +528,7 @@ def complete_command(
 
 
 @jobs_group.command("reschedule", short_help="Change when jobs run, their priority or budget.")
-@_ids_argument
+@_selection_options
 @click.option("--run-at", metavar="ISO", help="Run at this ISO 8601 time (UTC without offset).")
 @click.option("--in", "run_in", metavar="DURATION", help="Run this long from now (5m, 2h, 1d).")
 @click.option("--priority", type=int, help="New priority (lower runs first).")
@@ -425,7 +538,6 @@ def complete_command(
 @schema_option
 @driver_option
 def reschedule_command(
-    job_ids: tuple[int, ...],
     run_at: str | None,
     run_in: str | None,
     priority: int | None,
@@ -434,8 +546,10 @@ def reschedule_command(
     connection: str | None,
     schema: str,
     driver: str,
+    **selected: Any,
 ) -> None:
-    """Change the run time, priority or max attempts of jobs; what is not given stays."""
+    """Change the run time, priority or max attempts of jobs (the IDs given, or every job
+    the filters select); what is not given stays."""
     configure_logging("warning")
     check_schema(schema)
     if run_at is not None and run_in is not None:
@@ -447,7 +561,7 @@ def reschedule_command(
         moment = parse_moment("--run-at", run_at)
     elif run_in is not None:
         moment = _now() + parse_duration("--in", run_in)
-    requested = _job_ids(job_ids)
+    requested = _resolve(_selection(**selected), "Reschedule", connection, schema, driver)
 
     async def change(utils: WorkerUtils) -> list[Job]:
         return await utils.reschedule_jobs(
