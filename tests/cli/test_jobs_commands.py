@@ -235,7 +235,7 @@ class TestChanges:
         _fail_once(sync_connection, still_trying, "y")
         document = _document(
             cli(
-                "jobs", "retry", "--state", "failed", "--task", "mail", "--yes", "--json",
+                "jobs", "retry", "--failed", "--task", "mail", "--yes", "--json",
                 "-c", database_url,
             )
         )  # fmt: skip

@@ -449,20 +449,23 @@ _json_option = click.option(
 
 @jobs_group.command("retry", short_help="Run jobs again now, with their attempts reset.")
 @_selection_options
+@click.option("--failed", is_flag=True, help="Instead of IDs: the failed jobs (--state failed).")
 @_json_option
 @connection_option
 @schema_option
 @driver_option
 def retry_command(
-    as_json: bool, connection: str | None, schema: str, driver: str, **selected: Any
+    failed: bool, as_json: bool, connection: str | None, schema: str, driver: str, **selected: Any
 ) -> None:
     """Make jobs due now with attempts reset to 0, failed ones included: the IDs given, or
-    every job the filters select (`jobs retry --state failed --task send_email`).
+    every job the filters select (`jobs retry --failed --task send_email`).
 
     Their max attempts, priority, payload and last error stay as they are.
     """
     configure_logging("warning")
     check_schema(schema)
+    if failed:
+        selected["states"] = (*selected["states"], "failed")
     requested = _resolve(_selection(**selected), "Retry", connection, schema, driver)
     run_at = _now()
 
