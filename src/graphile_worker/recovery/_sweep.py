@@ -8,16 +8,26 @@ one transaction; :func:`list_workers` and :func:`list_workers_sync` read the reg
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import inspect
-from collections.abc import Awaitable, Callable, Collection, Generator, Sequence
+from collections.abc import Awaitable, Callable, Collection, Generator, Iterator, Sequence
 from typing import Any
 
 from ..drivers.base import AsyncExecutor, DatabaseDriver, Row, SyncExecutor
 from ..errors import ConfigurationError, MigrationError, QueryError
 from ..sql import DEFAULT_SCHEMA, quote_identifier
 from ..sql import recovery as statements
-from ..sql._statement import Statement, drive_async, drive_sync, perform_async, perform_sync
+from ..sql._statement import (
+    Operation,
+    Statement,
+    drive_async,
+    drive_sync,
+    perform_async,
+    perform_sync,
+    run_async,
+    run_sync,
+)
 from ._report import (
     RECOVERED_PREFIX,
     FailJob,
@@ -205,11 +215,18 @@ def sweep_plan(
     )
 
 
-def _registry_missing(schema: str) -> MigrationError:
-    return MigrationError(
-        f"schema {schema!r} has no worker registry ({statements.WORKER_REGISTRY_TABLE}); "
-        f"run 'graphile-worker migrate' (or migrate()) with this version to add it"
-    )
+@contextlib.contextmanager
+def _registry_required(schema: str) -> Iterator[None]:
+    """Turn "no such table" into the error that says how to get the registry (every call)."""
+    try:
+        yield
+    except QueryError as error:
+        if error.sqlstate != _UNDEFINED_TABLE:
+            raise
+        raise MigrationError(
+            f"schema {schema!r} has no worker registry ({statements.WORKER_REGISTRY_TABLE}); "
+            f"run 'graphile-worker migrate' (or migrate()) with this version to add it"
+        ) from error
 
 
 async def sweep(
@@ -255,7 +272,7 @@ async def sweep(
 
         return await drive_async(sweep_plan(schema, dry_run=dry_run, dead=dead), perform)
 
-    try:
+    with _registry_required(schema):
         if in_transaction:
             return await run(executor)
         if not isinstance(executor, DatabaseDriver):
@@ -265,10 +282,6 @@ async def sweep(
             )
         async with executor.transaction() as transaction:
             return await run(transaction)
-    except QueryError as error:
-        if error.sqlstate == _UNDEFINED_TABLE:
-            raise _registry_missing(schema) from error
-        raise
 
 
 def sweep_sync(
@@ -290,7 +303,7 @@ def sweep_sync(
         return perform_sync(step, executor)
 
     plan = sweep_plan(schema, dry_run=dry_run, dead=dead)
-    try:
+    with _registry_required(schema):
         if in_transaction:
             return drive_sync(plan, perform)
         executor.execute("begin")
@@ -301,10 +314,6 @@ def sweep_sync(
             raise
         executor.execute("commit")
         return report
-    except QueryError as error:
-        if error.sqlstate == _UNDEFINED_TABLE:
-            raise _registry_missing(schema) from error
-        raise
 
 
 def _worker_info(row: Row) -> WorkerInfo:
@@ -326,6 +335,11 @@ def _worker_info(row: Row) -> WorkerInfo:
     )
 
 
+def _list_plan(schema: str) -> Operation[list[WorkerInfo]]:
+    rows: list[Row] = yield statements.bind_list_workers(schema)
+    return [_worker_info(row) for row in rows]
+
+
 async def list_workers(
     executor: DatabaseDriver | AsyncExecutor, *, schema: str = DEFAULT_SCHEMA
 ) -> list[WorkerInfo]:
@@ -336,23 +350,11 @@ async def list_workers(
     Raises:
         MigrationError: the schema has no worker registry (migrate it with this version).
     """
-    statement = statements.bind_list_workers(schema)
-    try:
-        rows = await executor.fetch(statement.sql, statement.params)
-    except QueryError as error:
-        if error.sqlstate == _UNDEFINED_TABLE:
-            raise _registry_missing(schema) from error
-        raise
-    return [_worker_info(row) for row in rows]
+    with _registry_required(schema):
+        return await run_async(_list_plan(schema), executor)
 
 
 def list_workers_sync(executor: SyncExecutor, *, schema: str = DEFAULT_SCHEMA) -> list[WorkerInfo]:
     """:func:`list_workers` over a blocking connection."""
-    statement = statements.bind_list_workers(schema)
-    try:
-        rows = executor.fetch(statement.sql, statement.params)
-    except QueryError as error:
-        if error.sqlstate == _UNDEFINED_TABLE:
-            raise _registry_missing(schema) from error
-        raise
-    return [_worker_info(row) for row in rows]
+    with _registry_required(schema):
+        return run_sync(_list_plan(schema), executor)
