@@ -30,12 +30,14 @@ from graphile_worker.worker._batcher import (
     retry_delay,
     worth_retrying,
 )
+from graphile_worker.worker._fetch import JobSource
 
 from .conftest import eventually, job_row, job_rows, options
 
 if TYPE_CHECKING:
     from graphile_worker.drivers import DatabaseDriver
     from graphile_worker.embedded import Cluster
+    from graphile_worker.spec import Job
 
 OLD_RETRY_SECONDS = 9.0
 """How long an outcome written without batching used to be retried before it was lost."""
@@ -115,8 +117,38 @@ def delete_attempts(connection: psycopg.Connection[Any]) -> int:
     return int(row[0])
 
 
+def locked_by(connection: psycopg.Connection[Any], job_id: int) -> str | None:
+    row = job_row(connection, job_id)
+    return None if row is None else row["locked_by"]
+
+
 def give_up_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [record.getMessage() for record in caplog.records if "Giving up" in record.getMessage()]
+
+
+class InFlightClaim:
+    """Holds the claim sent after the first job was taken until :attr:`open` is set.
+
+    The database is real; only the moment the statement leaves is chosen, as a slow
+    connection or a busy machine would choose it.
+    """
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.waiting = anyio.Event()
+        self.open = anyio.Event()
+        taken = False
+        claim = JobSource.claim
+
+        async def held_claim(source: JobSource, limit: int, **kwargs: Any) -> list[Job]:
+            nonlocal taken
+            if taken and not self.open.is_set():
+                self.waiting.set()
+                await self.open.wait()
+            claimed = await claim(source, limit, **kwargs)
+            taken = taken or bool(claimed)
+            return claimed
+
+        monkeypatch.setattr(JobSource, "claim", held_claim)
 
 
 def settled(connection: psycopg.Connection[Any], succeeded: int, failed: int) -> bool:
@@ -199,12 +231,14 @@ class TestOutage:
         sync_connection.execute(REFUSE_DELETES)
         jobs = Finishing()
         jobs.release.set()
-        worker = Worker(options(driver, jobs.tasks, concurrency=2, outcome_retry_max_delay=0.1))
+        # One slot: no claim can be in flight when the write fails (with more slots, one
+        # sent before it may be answered after; the next test holds what that brings).
+        worker = Worker(options(driver, jobs.tasks, concurrency=1, outcome_retry_max_delay=0.1))
         async with worker:
             first = add_job(sync_connection, 1)
             await eventually(lambda: delete_attempts(sync_connection) >= 2)
             second = add_job(sync_connection, 2)
-            # A slot is free, and the notification came; but an outcome is owed, and the
+            # The slot is free, and the notification came; but an outcome is owed, and the
             # worker keeps trying to write it rather than take on more.
             tried = delete_attempts(sync_connection)
             await eventually(lambda: delete_attempts(sync_connection) >= tried + 3)
@@ -215,6 +249,46 @@ class TestOutage:
             await eventually(lambda: job_rows(sync_connection) == [])
         assert job_row(sync_connection, first) is None
         assert jobs.runs == {1: 1, 2: 1}
+
+    @pytest.mark.parametrize("then", ["written", "stopped"])
+    async def test_jobs_claimed_by_a_claim_in_flight_when_trouble_began_wait_unstarted(
+        self,
+        driver: DatabaseDriver,
+        sync_connection: psycopg.Connection[Any],
+        monkeypatch: pytest.MonkeyPatch,
+        then: str,
+    ) -> None:
+        sync_connection.execute(REFUSE_DELETES)
+        monkeypatch.setattr(_batcher, "FINAL_RETRY_WINDOW", 0.5)
+        jobs = Finishing()
+        gate = InFlightClaim(monkeypatch)
+        worker = Worker(options(driver, jobs.tasks, concurrency=2, outcome_retry_max_delay=0.1))
+        async with worker:
+            first = add_job(sync_connection, 1)
+            await eventually(lambda: jobs.runs == {1: 1})
+            # The claim for the free slot is sent; it is answered only after the first
+            # job's outcome has failed to be written and a second job has come.
+            await eventually(gate.waiting.is_set)
+            jobs.release.set()
+            await eventually(lambda: delete_attempts(sync_connection) >= 2)
+            second = add_job(sync_connection, 2)
+            gate.open.set()
+            await eventually(lambda: locked_by(sync_connection, second) == worker.worker_id)
+            tried = delete_attempts(sync_connection)
+            await eventually(lambda: delete_attempts(sync_connection) >= tried + 3)
+            assert jobs.runs == {1: 1}
+            if then == "written":
+                sync_connection.execute("update public.test_refusal set refuse = false")
+                await eventually(lambda: job_rows(sync_connection) == [])
+        if then == "written":
+            assert jobs.runs == {1: 1, 2: 1}
+            return
+        # Stopped while still owing: the held job goes back as it came, its attempt refunded.
+        assert jobs.runs == {1: 1}
+        row = job_row(sync_connection, second)
+        assert row is not None and row["locked_by"] is None and row["attempts"] == 0
+        row = job_row(sync_connection, first)
+        assert row is not None and row["locked_by"] == worker.worker_id
 
     @pytest.mark.parametrize("batch_delay", [None, 0.0], ids=["unbatched", "batched"])
     async def test_an_outcome_is_given_up_loudly_when_its_window_closes(

@@ -143,6 +143,9 @@ class WorkerRun:
             idle=self._nudge,
         )
         self._unstarted: list[Job] = []
+        # Claimed by a claim sent before an outcome could not be written: kept, not started,
+        # until what is owed is written (see _claim_loop).
+        self._held: list[Job] = []
         self._interrupted: list[Job] = []
         self._stop_reason: str | None = None
         self._immediate = False
@@ -349,6 +352,7 @@ class WorkerRun:
                 self._slots.start(jobs)
                 await self._claim_loop()
                 self._unstarted.extend(self._slots.close())
+                self._unstarted.extend(self._take_held())
                 await self._return_unstarted()
                 await self._return_local_jobs()
                 await self._notify_shutdown(self._stop_reason or "no more jobs to run")
@@ -356,10 +360,20 @@ class WorkerRun:
         finally:
             with anyio.CancelScope(shield=True):
                 self._unstarted.extend(self._slots.close())
+                self._unstarted.extend(self._take_held())
                 await self._return_unstarted()
                 await self._return_local_jobs()
                 await self._outcomes.drain()
                 await self._release_interrupted()
+
+    def _take_held(self) -> list[Job]:
+        held, self._held = self._held, []
+        return held
+
+    def _start(self, jobs: list[Job]) -> None:
+        for job in jobs:
+            self._running[job.id] = job
+        self._slots.hand_out(jobs)
 
     async def _return_local_jobs(self) -> None:
         """Hand back the jobs waiting in the local queue, before running ones finish."""
@@ -404,6 +418,7 @@ class WorkerRun:
         """
         known = set(self._running)
         known.update(job.id for job in self._unstarted)
+        known.update(job.id for job in self._held)
         known.update(job.id for job in self._interrupted)
         known.update(self._outcomes.held_ids())
         if self._local_queue is not None:
@@ -433,7 +448,7 @@ class WorkerRun:
         while not self.stopping:
             if self._wake.is_set():  # renewed before claiming: a wake-up during it counts
                 self._wake = anyio.Event()
-            free = options.concurrency - len(self._running)
+            free = options.concurrency - len(self._running) - len(self._held)
             timeout: float | None = None
             if local_queue is not None:
                 await local_queue.expire()
@@ -445,6 +460,12 @@ class WorkerRun:
                 # Outcomes cannot be written right now; running more jobs would only add to
                 # them. The batcher wakes us once a batch is written.
                 timeout = options.poll_interval
+            elif self._held:
+                self._logger.info(
+                    "Outcomes written; starting %d job(s) held meanwhile", len(self._held)
+                )
+                self._start(self._take_held())
+                continue
             elif free > 0:
                 try:
                     claimed = await self._claim(free)
@@ -461,9 +482,19 @@ class WorkerRun:
                         # untouched rather than start them with the abort signal raised.
                         self._unstarted.extend(claimed)
                         return
-                    for job in claimed:
-                        self._running[job.id] = job
-                    self._slots.hand_out(claimed)
+                    if claimed and self._outcomes.troubled:
+                        # Sent before an outcome failed to be written, answered after: keep
+                        # these unstarted until it is. Should this worker die meanwhile,
+                        # recovery hands them back with their attempt refunded, and none
+                        # has run only to have its outcome lost too.
+                        self._logger.info(
+                            "Holding %d claimed job(s) (%s) until owed outcomes are written",
+                            len(claimed),
+                            ", ".join(str(job.id) for job in claimed),
+                        )
+                        self._held.extend(claimed)
+                        continue
+                    self._start(claimed)
                     if claimed:
                         continue  # there may be more; claim until a claim comes back empty
                     if local_queue is not None and local_queue.held_back:
@@ -566,7 +597,7 @@ class WorkerRun:
             try:
                 await self._source.release(jobs, 0.0)
                 self._logger.info(
-                    "Returned %d job(s) claimed as the worker began to stop: %s",
+                    "Returned %d claimed job(s) that never started: %s",
                     len(jobs),
                     ", ".join(str(job.id) for job in jobs),
                 )
