@@ -280,3 +280,72 @@ async def test_an_error_in_the_async_with_block_cancels_and_releases(
             await started.wait()
             1 / 0  # noqa: B018
     assert_released(sync_connection, job.id, 7, before)
+
+
+def _refusing_url(database_url: str) -> str:
+    """The test database's URL with a port nothing listens on."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(database_url)
+    host = parts.hostname or "127.0.0.1"
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}@{host}:1"))
+
+
+async def test_async_with_raises_a_start_up_error_as_run_does_not_as_a_group(
+    database_url: str, driver_name: str
+) -> None:
+    from graphile_worker.errors import ConnectionLostError
+
+    url = _refusing_url(database_url)
+    settings = options(driver_name, [sleeper(anyio.Event(), 0)], database_url=url)
+    with pytest.raises(ConnectionLostError) as from_run:
+        await Worker(settings).run()
+    # The very same exception type, unwrapped, as an application lifespan shows it.
+    with pytest.raises(ConnectionLostError) as from_block:
+        async with Worker(settings):
+            pytest.fail("the block must not run when the worker cannot start")
+    assert type(from_block.value) is type(from_run.value)
+
+
+async def test_async_with_raises_a_refused_start_unwrapped(
+    database_url: str, driver_name: str
+) -> None:
+    from graphile_worker.errors import MigrationError
+
+    # A schema that was never installed, and migrate=False: the worker refuses to start.
+    settings = options(
+        driver_name, [sleeper(anyio.Event(), 0)], database_url=database_url, schema="absent"
+    )
+    with pytest.raises(MigrationError, match="absent"):
+        async with Worker(settings):
+            pytest.fail("the block must not run when the worker cannot start")
+
+
+async def test_async_with_raises_a_driver_runtime_mismatch_unwrapped(
+    anyio_backend: str, database_url: str
+) -> None:
+    from graphile_worker.errors import DriverUnavailableError
+
+    settings = options("asyncpg", [sleeper(anyio.Event(), 0)], database_url=database_url)
+    if anyio_backend == "asyncio":
+        async with Worker(settings) as worker:
+            assert "running" in repr(worker)
+        return
+    with pytest.raises(DriverUnavailableError, match="asyncpg"):
+        async with Worker(settings):
+            pytest.fail("the block must not run when the worker cannot start")
+
+
+async def test_task_group_start_returns_once_the_worker_is_looking_for_jobs(
+    driver: DatabaseDriver, utils: WorkerUtils, sync_connection: psycopg.Connection[Any]
+) -> None:
+    started = anyio.Event()
+    worker = Worker(options(driver, [sleeper(started, 0)]))
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as group:
+            await group.start(worker.run)
+            assert "running" in repr(worker)
+            job = await utils.add_job("sleep", {})
+            await started.wait()
+            await eventually(lambda: job_row(sync_connection, job.id) is None)
+            worker.stop()

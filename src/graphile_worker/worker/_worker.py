@@ -116,13 +116,17 @@ class Worker:
         if run is not None:
             run.request_stop_from_any_thread("stop() was called")
 
-    async def run(self) -> None:
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Run jobs until :meth:`stop` is called or a signal arrives.
 
         Returns after a clean stop. Database outages while running are retried; errors at
         start-up (no database, a schema that is too new) are raised.
+
+        ``await task_group.start(worker.run)`` (``nursery.start`` on trio) returns once
+        the worker is connected, migrated and looking for jobs, and raises a start-up error
+        itself instead of leaving it to the task group.
         """
-        await self._serve(continuous=True)
+        await self._serve(continuous=True, task_status=task_status)
 
     async def run_once(self) -> RunOnceSummary:
         """Run every job that is runnable now (and any that become runnable meanwhile), then
@@ -164,23 +168,25 @@ class Worker:
 
     @asynccontextmanager
     async def _in_background(self) -> AsyncIterator[Worker]:
+        # Failures are kept out of the task group, which would wrap them in an
+        # ExceptionGroup: a start-up error is raised as run() raises it (application
+        # lifespans print it as it is), and so is the caller's own exception.
         failure: BaseException | None = None
         async with anyio.create_task_group() as group:
-            await group.start(self._serve_started)
             try:
-                yield self
+                await group.start(self.run)
             except BaseException as error:  # noqa: BLE001 - re-raised below, unwrapped
-                # Kept out of the task group, which would wrap the caller's own exception
-                # in an ExceptionGroup; the run is cancelled (its jobs released) instead.
                 failure = error
-                group.cancel_scope.cancel()
             else:
-                self.stop()
+                try:
+                    yield self
+                except BaseException as error:  # noqa: BLE001 - re-raised below, unwrapped
+                    failure = error
+                    group.cancel_scope.cancel()  # the run is cancelled, its jobs released
+                else:
+                    self.stop()
         if failure is not None:
             raise failure
-
-    async def _serve_started(self, *, task_status: TaskStatus[None]) -> None:
-        await self._serve(continuous=True, task_status=task_status)
 
     # ----------------------------------------------------------------------------- runs
 
