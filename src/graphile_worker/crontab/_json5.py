@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import re
 import unicodedata
+from decimal import Decimal
 from typing import Final
 
 from ..spec import JSON
@@ -349,7 +350,7 @@ class _Reader:
         value = float(body)
         if not math.isfinite(value):
             return None  # Node writes an overflowing number as null, like Infinity
-        return -value if negative else value
+        return _as_javascript_number(-value if negative else value)
 
     def skip_digits(self) -> bool:
         digits = _DIGIT_RUN.match(self.text, self.position)
@@ -361,4 +362,28 @@ class _Reader:
         if len(digits) > _MAX_INTEGER_DIGITS:
             raise Json5Error(f"number has more than {_MAX_INTEGER_DIGITS} digits", start)
         value = int(digits, base)
-        return -value if negative else value
+        if -_SAFE_INTEGER <= value <= _SAFE_INTEGER:
+            return -value if negative else value
+        # Beyond 2**53 Node holds the number as a double, which loses digits.
+        return _as_javascript_number(float(-value if negative else value))
+
+
+_SAFE_INTEGER = 2**53 - 1
+"""JavaScript's ``Number.MAX_SAFE_INTEGER``: every integer up to it is exact as a double."""
+
+_JAVASCRIPT_EXPONENT_FROM = 1e21
+"""From this magnitude on, JavaScript writes a number with an exponent (``1e+21``)."""
+
+
+def _as_javascript_number(value: float) -> int | float:
+    """The JSON value Node writes for the double ``value``, as Python would read it back.
+
+    JSON5 numbers are doubles in Node: ``5.0`` and ``1e3`` are written ``5`` and ``1000``,
+    and ``12345678901234567890`` becomes ``12345678901234567000`` (the double's shortest
+    decimal form, which Python's ``repr`` gives too). Integral values below 1e21 are
+    therefore ints here, with those same digits, so a crontab yields the same payload
+    whichever worker schedules it, and a Python handler gets an ``int`` either way.
+    """
+    if value.is_integer() and abs(value) < _JAVASCRIPT_EXPONENT_FROM:
+        return int(Decimal(repr(value)))
+    return value

@@ -10,13 +10,15 @@ accepted language drifting from Node's.
 Options are read like Node's ``querystring.parse``: ``&``-separated ``key=value`` pairs,
 ``+`` and percent escapes decoded, at most 1000 pairs. Some values Node accepts only to
 fail later, when it adds the job (``max=0``, an out-of-range priority, an empty
-``jobKey``), or ignores (``jobKeyMode`` without ``jobKey``); they are errors here, so that
-the mistake shows when the crontab is loaded.
+``jobKey``); they are errors here, so that the mistake shows when the crontab is loaded.
+``jobKeyMode`` without ``jobKey``, which Node ignores, is ignored here too, with a warning:
+a crontab Node runs must run here.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import re
 from typing import Final
 from urllib.parse import unquote_plus
@@ -53,6 +55,7 @@ _LINE: Final = re.compile(f"{_FIELD}{_S}+" * 5 + f"({_DOT}*)")
 _COMMAND: Final = re.compile(
     rf"([_a-zA-Z][_a-zA-Z0-9:/_-]*)(?:{_S}+\?({_NOT_S}+))?(?:{_S}+(\{{{_DOT}*\}}))?"
 )
+_logger: Final = logging.getLogger("graphile_worker.crontab")
 _TOKEN: Final = re.compile(f"{_NOT_S}+")
 _LINE_SPLIT: Final = re.compile(r"\r?\n")
 _FIELD_CHARS: Final = frozenset("0123456789*/,-")
@@ -64,13 +67,12 @@ _OPTION_NAMES: Final = {
     "queue": "queue",
     "priority": "priority",
     "jobKey": "jobKey",
-    "job_key": "jobKey",
     "jobKeyMode": "jobKeyMode",
-    "job_key_mode": "jobKeyMode",
 }
-_SUPPORTED_OPTIONS: Final = (
-    "id, fill, max, queue, priority, jobKey (or job_key), jobKeyMode (or job_key_mode)"
-)
+_SUPPORTED_OPTIONS: Final = "id, fill, max, queue, priority, jobKey, jobKeyMode"
+_NODE_SPELLINGS: Final = {"job_key": "jobKey", "job_key_mode": "jobKeyMode"}
+"""Spellings Node refuses (stopping cron on every Node worker reading the file): named in
+the error so the fix is obvious."""
 _NAMES: Final = frozenset(
     {
         *("sun", "mon", "tue", "wed", "thu", "fri", "sat"),
@@ -203,6 +205,16 @@ class _LineParser:
             return None
         if options.identifier_start is not None:
             self.identifier_start = options.identifier_start
+        if "job_key_mode" in options.values and "job_key" not in options.values:
+            # Node reads the mode only together with a key and otherwise ignores it; a
+            # crontab Node runs must run here too, so this is a warning, not an error.
+            mode = options.values.pop("job_key_mode")
+            _logger.warning(
+                "crontab line %d: jobKeyMode=%s is ignored without a jobKey (as Node "
+                "graphile-worker ignores it); add jobKey=... or remove it",
+                self.number,
+                getattr(mode, "value", mode),
+            )
         minutes, hours, days_of_month, months, days_of_week = sets
         try:
             return CronItem(
@@ -219,7 +231,7 @@ class _LineParser:
                 **options.values,  # type: ignore[arg-type]  # checked in parse_options
             )
         except CrontabError as error:
-            # Only combinations are left to fail here (a jobKeyMode without a jobKey).
+            # Each option was checked alone; only a combination could fail here.
             start = command_start + (command.start(2) - 1 if command.group(2) else 0)
             self.error(error.message, start, command.group(2) or task)
             return None
@@ -240,8 +252,12 @@ class _LineParser:
             value = unquote_plus(raw_value, errors="replace")
             name = _OPTION_NAMES.get(key)
             if name is None:
+                hint = _NODE_SPELLINGS.get(key)
                 self.error(
-                    f"unknown option {key!r}; the options are {_SUPPORTED_OPTIONS}",
+                    f"unknown option {key!r}; write {hint!r}: Node graphile-worker refuses "
+                    f"{key!r}, which would stop cron on every Node worker reading this file"
+                    if hint is not None
+                    else f"unknown option {key!r}; the options are {_SUPPORTED_OPTIONS}",
                     piece_start,
                     piece,
                 )
