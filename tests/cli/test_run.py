@@ -213,3 +213,38 @@ class TestSubprocess:
         errors = [line for line in completed.stderr.splitlines() if line.startswith("Error:")]
         assert len(errors) == 1, completed.stderr
         assert "PostgreSQL at 127.0.0.1:1 (database 'nowhere')" in errors[0]
+
+
+def test_json_log_format_writes_one_object_per_record_with_the_jobs_fields(
+    cli: CliCall,
+    database_url: str,
+    sync_connection: psycopg.Connection[Any],
+    tasks_file: Path,
+    tmp_path: Path,
+) -> None:
+    import json
+
+    output = tmp_path / "out.txt"
+    _add_write(sync_connection, output, "first")
+    sync_connection.execute("select graphile_worker.add_job('cli_fail', queue_name => 'q1')")
+
+    # After the command, as people type it (before it works too, as for --log-level).
+    result = cli(
+        "run", "--once", "--tasks", str(tasks_file), "-c", database_url, "--log-format", "json"
+    )  # fmt: skip
+
+    records = [json.loads(line) for line in result.stderr.splitlines()]
+    assert all({"time", "level", "logger", "message"} <= set(record) for record in records)
+    [done] = [r for r in records if r["message"].startswith("Completed task")]
+    [failed] = [r for r in records if r["message"].startswith("Failed task")]
+    assert (done["level"], done["task_identifier"], done["attempt"]) == ("info", "cli_write", 1)
+    assert (failed["level"], failed["task_identifier"], failed["queue_name"]) == (
+        "error",
+        "cli_fail",
+        "q1",
+    )
+    assert done["worker_id"] == failed["worker_id"]
+    assert done["worker_id"].startswith("graphile_worker_")
+    assert isinstance(done["duration_ms"], float)
+    # The traceback stays inside the one line, as a field.
+    assert "RuntimeError: deliberate failure" in failed["exception"]

@@ -18,6 +18,7 @@ from ._common import LOG_LEVELS, CliGroup
 from ._cron import cron_group
 from ._demo import demo_command
 from ._jobs import force_unlock_command, jobs_group
+from ._logs import LOG_FORMATS
 from ._migrate import migrate_command
 from ._recovery import sweep_command, workers_command
 from ._run import run_command
@@ -40,8 +41,18 @@ __all__ = ["main"]
     help="Log records shown on stderr [default: info for run, error for demo, warning for "
     "the others].",
 )
+@click.option(
+    "--log-format",
+    type=click.Choice(LOG_FORMATS, case_sensitive=False),
+    default="text",
+    envvar="GRAPHILE_WORKER_LOG_FORMAT",
+    show_envvar=True,
+    show_default=True,
+    help="json: one JSON object per record, with the job's fields (job_id, task_identifier, "
+    "queue_name, attempt, worker_id, duration_ms) on records about a job.",
+)
 @click.version_option(package_name="graphile-worker", prog_name="graphile-worker")
-def main(log_level: str | None) -> None:
+def main(log_level: str | None, log_format: str) -> None:
     """A PostgreSQL job queue, compatible with Node graphile-worker.
 
     Start with `graphile-worker demo`, which needs nothing but this package.

@@ -27,6 +27,7 @@ from click.core import ParameterSource
 from ..drivers import DRIVER_NAMES
 from ..errors import ConnectionLostError, DatabaseError, GraphileWorkerError, QueryError
 from ..sql import DEFAULT_SCHEMA, validate_schema_name
+from ._logs import LOG_FORMATS, JsonFormatter
 
 __all__ = [
     "LOG_LEVELS",
@@ -134,8 +135,18 @@ def _set_log_level(ctx: click.Context, param: click.Parameter, value: str | None
     root.set_parameter_source("log_level", ParameterSource.COMMANDLINE)
 
 
+def _set_log_format(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    """Hand a sub-command's ``--log-format`` to the group, as :func:`_set_log_level` does."""
+    if value is None:
+        return
+    root = ctx.find_root()
+    root.params["log_format"] = value
+    root.set_parameter_source("log_format", ParameterSource.COMMANDLINE)
+
+
 def _accept_log_level(command: click.Command) -> None:
-    """Let ``command`` (and its sub-commands) take ``--log-level`` after its name too.
+    """Let ``command`` (and its sub-commands) take ``--log-level`` and ``--log-format``
+    after its name too.
 
     ``graphile-worker run --log-level debug`` is what people type; click would only accept
     the group's options before the command name.
@@ -150,6 +161,18 @@ def _accept_log_level(command: click.Command) -> None:
                 callback=_set_log_level,
                 help="Log records shown on stderr (also accepted before the command; "
                 "default: $GRAPHILE_WORKER_LOG_LEVEL).",
+            )
+        )
+    if not any(param.name == "log_format" for param in command.params):
+        command.params.append(
+            click.Option(
+                ["--log-format"],
+                type=click.Choice(LOG_FORMATS, case_sensitive=False),
+                default=None,
+                expose_value=False,
+                callback=_set_log_format,
+                help="text, or json: one JSON object per record (also accepted before the "
+                "command; default: $GRAPHILE_WORKER_LOG_FORMAT, else text).",
             )
         )
     if isinstance(command, click.Group):
@@ -214,7 +237,9 @@ def configure_logging(default_level: str) -> None:
     """Send log records to stderr until the command finishes.
 
     The level is the group's ``--log-level`` when given, else the command's
-    ``default_level``: ``run`` shows each job (info), one-shot commands only problems.
+    ``default_level``: ``run`` shows each job (info), one-shot commands only problems. The
+    group's ``--log-format json`` writes one JSON object per record instead of a line of
+    text.
 
     Only the command line does this: the library never configures logging, so an application
     embedding a worker keeps full control. The handler goes on the root logger so that task
@@ -222,10 +247,14 @@ def configure_logging(default_level: str) -> None:
     closes (which matters when commands run in-process, as in tests).
     """
     ctx = click.get_current_context()
-    chosen = ctx.find_root().params.get("log_level") or default_level
+    params = ctx.find_root().params
+    chosen = params.get("log_level") or default_level
     root = logging.getLogger()
     handler = _StderrHandler()
-    handler.setFormatter(logging.Formatter(_FORMAT, datefmt="%H:%M:%S"))
+    if params.get("log_format") == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter(_FORMAT, datefmt="%H:%M:%S"))
     previous_level = root.level
     root.addHandler(handler)
     root.setLevel(getattr(logging, chosen.upper()))

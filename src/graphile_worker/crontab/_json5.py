@@ -358,7 +358,7 @@ class _Reader:
         self.position = digits.end()
         return bool(digits.group())
 
-    def integer(self, digits: str, base: int, negative: bool, start: int) -> int:
+    def integer(self, digits: str, base: int, negative: bool, start: int) -> int | float:
         if len(digits) > _MAX_INTEGER_DIGITS:
             raise Json5Error(f"number has more than {_MAX_INTEGER_DIGITS} digits", start)
         value = int(digits, base)

@@ -38,6 +38,7 @@ from anyio.abc import TaskStatus
 
 from ..errors import DatabaseError
 from ._fetch import is_transient
+from ._log_fields import jobs_fields
 
 __all__ = [
     "FINAL_RETRY_WINDOW",
@@ -147,6 +148,7 @@ class Batcher(Generic[T, R]):
         retry_max_delay: Longest wait between two attempts.
         retry_only: Items arrive only after their own write failed (no batching was
             asked for), so any item waiting means trouble.
+        worker_id: Put on log records (with the job ids), for structured logging.
     """
 
     def __init__(
@@ -162,6 +164,7 @@ class Batcher(Generic[T, R]):
         retry_window: float = RETRY_WINDOW,
         retry_max_delay: float = RETRY_MAX_DELAY,
         retry_only: bool = False,
+        worker_id: str = "",
     ) -> None:
         self._name = name
         self._delay = delay
@@ -173,6 +176,7 @@ class Batcher(Generic[T, R]):
         self._window = retry_window
         self._max_delay = retry_max_delay
         self._retry_only = retry_only
+        self._worker_id = worker_id
         self._pending: list[T] = []
         self._flying: list[T] = []
         self._in_flight = 0
@@ -292,6 +296,7 @@ class Batcher(Generic[T, R]):
                 attempt,
                 outcome,
                 delay,
+                extra=self._fields(items),
             )
             try:
                 await anyio.sleep(delay)
@@ -307,6 +312,9 @@ class Batcher(Generic[T, R]):
         except DatabaseError as error:
             return error
 
+    def _fields(self, items: list[T]) -> dict[str, object]:
+        return jobs_fields(map(self._describe, items), self._worker_id)
+
     def _ids(self, items: list[T], limit: int = 20) -> str:
         shown = ", ".join(str(self._describe(item)) for item in items[:limit])
         return shown if len(items) <= limit else f"{shown} and {len(items) - limit} more"
@@ -321,4 +329,5 @@ class Batcher(Generic[T, R]):
             spent,
             error,
             GIVEN_UP_FATE,
+            extra=self._fields(items),
         )

@@ -27,6 +27,7 @@ from ..spec import Job, JobSpec, TypedPayload
 # The private helpers are the single place add_job's call shapes are resolved; the context
 # reuses them so that its add_job accepts exactly what WorkerUtils.add_job accepts.
 from ..utils import _NO_PAYLOAD, JobInput, WorkerUtils, _prepare, _prepare_many
+from ._log_fields import job_fields
 
 if TYPE_CHECKING:
     from anyio.lowlevel import EventLoopToken
@@ -162,15 +163,12 @@ class JobContext:
 
     @property
     def logger(self) -> logging.LoggerAdapter[logging.Logger]:
-        """A logger whose lines name the job; records carry ``job_id`` and ``task_identifier``."""
+        """A logger whose lines name the job; records carry the job's fields (``job_id``,
+        ``task_identifier``, ``queue_name``, ``attempt``, ``max_attempts``, ``worker_id``)."""
         if self._logger is None:
             self._logger = JobLogger(
                 self._parent_logger,
-                {
-                    "job_id": self.job.id,
-                    "task_identifier": self.job.task_identifier,
-                    "worker_id": self.worker_id,
-                },
+                job_fields(self.job, self.worker_id),
             )
         return self._logger
 

@@ -39,7 +39,8 @@ if TYPE_CHECKING:
     from ..hooks._dispatch import Hooks
     from ..spec import JSON, Job
     from ..task import Task
-    from ._context import AbortSignal
+from ._context import AbortSignal
+from ._log_fields import job_fields
 
 __all__ = ["Attempt", "attempt_job", "log_outcome"]
 
@@ -140,7 +141,7 @@ async def attempt_job(
             replacement = None  # the interceptor's verdict replaces the partial batch result
     if isinstance(outcome, Succeeded):
         return Attempt("completed", duration=duration)
-    if replacement is not None and not _storable(replacement, job):
+    if replacement is not None and not _storable(replacement, job, worker_id):
         replacement = None
     return Attempt("failed", _recordable(outcome.error), replacement, duration)
 
@@ -186,7 +187,7 @@ def _recordable(error: BaseException) -> BaseException:
     return stand_in
 
 
-def _storable(replacement: list[JSON], job: Job) -> bool:
+def _storable(replacement: list[JSON], job: Job, worker_id: str) -> bool:
     """Whether a batch's failed items can be stored as its new payload.
 
     They are the JSON the job held, decoded; encoding them again can still fail (a number
@@ -209,6 +210,7 @@ def _storable(replacement: list[JSON], job: Job) -> bool:
         job.id,
         job.task_identifier,
         problem,
+        extra=job_fields(job, worker_id),
     )
     return False
 
@@ -235,12 +237,16 @@ async def _run(
     return Failed(result.as_error()), list(result.failed_items)
 
 
-def log_outcome(logger: logging.Logger, job: Job, attempt: Attempt) -> None:
-    """Node's one line per job: INFO on success, ERROR (with the traceback) on failure."""
+def log_outcome(logger: logging.Logger, job: Job, attempt: Attempt, worker_id: str) -> None:
+    """Node's one line per job: INFO on success, ERROR (with the traceback) on failure.
+
+    The record also carries :func:`~graphile_worker.worker._log_fields.job_fields`.
+    """
     milliseconds = attempt.duration * 1000
     if attempt.kind == "completed":
         if not logger.isEnabledFor(logging.INFO):
             return  # silenced (--quiet): skip building the call's arguments
+        fields = job_fields(job, worker_id, attempt.duration)
         if job.attempts > 1:
             logger.info(
                 "Completed task %s (%s, %.2fms, attempt %d of %d) with success",
@@ -249,6 +255,7 @@ def log_outcome(logger: logging.Logger, job: Job, attempt: Attempt) -> None:
                 milliseconds,
                 job.attempts,
                 job.max_attempts,
+                extra=fields,
             )
         else:
             logger.info(
@@ -256,6 +263,7 @@ def log_outcome(logger: logging.Logger, job: Job, attempt: Attempt) -> None:
                 job.id,
                 job.task_identifier,
                 milliseconds,
+                extra=fields,
             )
     elif attempt.kind == "failed":
         error = attempt.error
@@ -269,4 +277,5 @@ def log_outcome(logger: logging.Logger, job: Job, attempt: Attempt) -> None:
             job.max_attempts,
             error_text(error),
             exc_info=error if error.__traceback__ is not None else None,
+            extra=job_fields(job, worker_id, attempt.duration),
         )

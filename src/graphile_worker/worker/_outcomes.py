@@ -28,6 +28,7 @@ from ..hooks import JobComplete, JobFail, JobPermanentlyFail
 from ..sql.worker import FailureSpec, Released
 from ._batcher import GIVEN_UP_FATE, RETRY_MAX_DELAY, RETRY_WINDOW, Batcher, worth_retrying
 from ._execute import log_outcome
+from ._log_fields import job_fields
 
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup
@@ -119,6 +120,7 @@ class OutcomeRecorder:
             retry_window=retry_window,
             retry_max_delay=retry_max_delay,
             retry_only=complete_delay is None,
+            worker_id=worker_id,
         )
         self._failures: Batcher[_Failure, dict[int, Released]] = Batcher(
             name="fail",
@@ -131,6 +133,7 @@ class OutcomeRecorder:
             retry_window=retry_window,
             retry_max_delay=retry_max_delay,
             retry_only=fail_delay is None,
+            worker_id=worker_id,
         )
         self._batchers: tuple[_AnyBatcher, ...] = (self._completions, self._failures)
 
@@ -171,7 +174,7 @@ class OutcomeRecorder:
 
     async def record(self, job: Job, attempt: Attempt) -> None:
         """Log the job's line, then record its outcome (or queue it for the next batch)."""
-        log_outcome(self._job_logger, job, attempt)
+        log_outcome(self._job_logger, job, attempt, self._worker_id)
         if attempt.kind == "completed":
             success = _Success(job, attempt.duration)
             # While something is owed, the database is not answering: join the queue.
@@ -214,6 +217,7 @@ class OutcomeRecorder:
                 error,
                 self._worker_id,
                 GIVEN_UP_FATE,
+                extra=job_fields(job, self._worker_id),
             )
             return
         self._logger.warning(
@@ -223,6 +227,7 @@ class OutcomeRecorder:
             job.task_identifier,
             error,
             self._retry_window,
+            extra=job_fields(job, self._worker_id),
         )
         batcher.add(item)
 

@@ -41,6 +41,7 @@ from ._execute import attempt_job
 from ._fetch import JobSource
 from ._listen import listen_for_jobs
 from ._local_queue import LocalQueue
+from ._log_fields import job_fields
 from ._options import RunOnceSummary
 from ._outcomes import OutcomeRecorder
 from ._presence import Presence
@@ -634,6 +635,7 @@ class WorkerRun:
                 job.id,
                 job.task_identifier,
                 outcome.run_at.isoformat(),
+                extra=job_fields(job, self._worker_id),
             )
             if self._hooks:
                 await self._hooks.notify(JobInterrupted(self._worker_id, job, outcome.run_at))
