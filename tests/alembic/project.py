@@ -10,6 +10,9 @@ off to prove that they matter.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +22,14 @@ from sqlalchemy.engine import make_url
 
 from graphile_worker.alembic_support import VERSION_LOCATION
 
-__all__ = ["USER_REVISION", "UserProject", "create_user_project", "sqlalchemy_url"]
+__all__ = [
+    "USER_REVISION",
+    "UserProject",
+    "create_user_project",
+    "run_shell",
+    "shell_environment",
+    "sqlalchemy_url",
+]
 
 USER_REVISION = "app_0001"
 """The id of the application's only revision."""
@@ -238,3 +248,32 @@ def create_user_project(
         textwrap.dedent(_USER_REVISION)
     )
     return project
+
+
+def shell_environment(database_url: str) -> dict[str, str]:
+    """The environment a user's shell would give ``alembic`` and ``graphile-worker``.
+
+    This interpreter's scripts come first on ``PATH`` (the test virtual environment's
+    ``alembic`` and ``graphile-worker``), ``DATABASE_URL`` names the test's database, and
+    ``COLUMNS`` is dropped so that Alembic never wraps its messages.
+    """
+    environment = {key: value for key, value in os.environ.items() if key != "COLUMNS"}
+    scripts = str(Path(sys.executable).parent)
+    environment["PATH"] = os.pathsep.join([scripts, environment.get("PATH", "")])
+    environment["DATABASE_URL"] = database_url
+    return environment
+
+
+def run_shell(command: str, cwd: Path, database_url: str) -> subprocess.CompletedProcess[str]:
+    """Run one shell command line as a user would type it, without a terminal."""
+    return subprocess.run(
+        command,
+        shell=True,  # the point: run the documented line as a shell would
+        cwd=cwd,
+        env=shell_environment(database_url),
+        stdin=subprocess.DEVNULL,  # Alembic wraps FAILED lines to a terminal's width
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )

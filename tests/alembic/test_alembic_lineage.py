@@ -21,12 +21,25 @@ import pytest
 from alembic import command
 from alembic.script import ScriptDirectory
 
-from graphile_worker.alembic_support import BRANCH_LABEL, VERSION_LOCATION, revision_id
+from graphile_worker.alembic_support import (
+    BRANCH_LABEL,
+    HEAD_REVISION,
+    VERSION_LOCATION,
+    LineageRefusalError,
+    extension_revision_id,
+    revision_id,
+)
 from graphile_worker.drivers._psycopg_common import PsycopgSyncExecutor
 from graphile_worker.errors import MigrationError
-from graphile_worker.migrations import BREAKING_MIGRATION_IDS, LATEST_MIGRATION, migrate_sync
+from graphile_worker.migrations import (
+    BREAKING_MIGRATION_IDS,
+    EXTENSION_STEPS,
+    LATEST_MIGRATION,
+    migrate_sync,
+)
 from graphile_worker.migrations.catalog import QUEUE_ORDER_INDEX
 from graphile_worker.sql import quote_identifier
+from graphile_worker.sql.recovery import WORKER_REGISTRY_TABLE
 
 from ..migrations.catalog import (
     Snapshot,
@@ -39,7 +52,12 @@ from .project import USER_REVISION, UserProject, create_user_project
 
 LedgerRow = tuple[int, bool, datetime]
 ALL_IDS = list(range(1, LATEST_MIGRATION + 1))
-HEAD = revision_id(LATEST_MIGRATION)
+NODE_HEAD = revision_id(LATEST_MIGRATION)
+HEAD = HEAD_REVISION
+EXTENSION_REVISIONS = ["graphile_worker_ext_0002"]
+"""Our own revisions after the Node ones: one so far, for the steps up to 0002."""
+LINEAGE = [revision_id(number) for number in ALL_IDS] + EXTENSION_REVISIONS
+"""The whole branch, base first."""
 
 
 # ------------------------------------------------------------------------------ helpers
@@ -56,6 +74,17 @@ def ledger(url: str, schema: str = "graphile_worker") -> list[LedgerRow]:
 
 def ledger_ids(url: str, schema: str = "graphile_worker") -> list[int]:
     return [row[0] for row in ledger(url, schema)]
+
+
+def extension_ids(url: str, schema: str = "graphile_worker") -> list[str]:
+    """The extension steps recorded in the schema's own ledger, in id order."""
+    if not relation_exists(url, f"{quote_identifier(schema)}._pyworker_migrations"):
+        return []
+    with psycopg.connect(url, autocommit=True) as connection:
+        rows = connection.execute(
+            f"select id from {quote_identifier(schema)}._pyworker_migrations order by id"
+        ).fetchall()
+    return [row[0] for row in rows]
 
 
 def alembic_versions(url: str) -> set[str]:
@@ -86,6 +115,8 @@ def assert_fully_migrated(url: str, schema: str = "graphile_worker") -> None:
     assert {row[0] for row in rows if row[1]} == set(BREAKING_MIGRATION_IDS)
     assert relation_exists(url, f"{quote_identifier(schema)}._private_jobs")
     assert relation_exists(url, f"{quote_identifier(schema)}.jobs")
+    assert extension_ids(url, schema) == [step.id for step in EXTENSION_STEPS]
+    assert relation_exists(url, f"{quote_identifier(schema)}.{WORKER_REGISTRY_TABLE}")
 
 
 @pytest.fixture
@@ -97,22 +128,31 @@ def project(tmp_path: Path, empty_database_url: str) -> UserProject:
 # ------------------------------------------------------------------------------ lineage
 
 
-def test_lineage_is_one_branch_of_one_revision_per_node_migration() -> None:
+def test_lineage_is_one_branch_a_revision_per_node_migration_then_extensions() -> None:
     script = ScriptDirectory(str(Path(__file__).parent), version_locations=[VERSION_LOCATION])
     revisions = {rev.revision: rev for rev in script.walk_revisions()}
 
-    assert set(revisions) == {revision_id(number) for number in ALL_IDS}
-    assert script.get_heads() == [HEAD]
+    # Node's migrations first, in order, then our extension revisions: one linear branch.
+    assert set(revisions) == set(LINEAGE)
+    assert script.get_heads() == [HEAD] == [LINEAGE[-1]]
     assert script.get_revision(BRANCH_LABEL + "@head").revision == HEAD
-    for number in ALL_IDS:
-        rev = revisions[revision_id(number)]
-        expected_down = None if number == 1 else revision_id(number - 1)
-        assert rev.down_revision == expected_down
+    for position, name in enumerate(LINEAGE):
+        rev = revisions[name]
+        assert rev.down_revision == (LINEAGE[position - 1] if position else None)
         assert rev.dependencies is None
         # Only the base declares the label; Alembic extends it to every descendant.
-        assert rev.module.branch_labels == ((BRANCH_LABEL,) if number == 1 else None)
+        assert rev.module.branch_labels == ((BRANCH_LABEL,) if position == 0 else None)
         assert BRANCH_LABEL in rev.branch_labels
         assert rev.module.upgrade.__module__ == rev.module.__name__
+        assert rev.doc.startswith("graphile-worker ")
+
+
+def test_the_newest_extension_step_has_a_revision() -> None:
+    """A new step without a revision would never reach projects already at our head."""
+    script = ScriptDirectory(str(Path(__file__).parent), version_locations=[VERSION_LOCATION])
+
+    assert script.get_heads() == [extension_revision_id(EXTENSION_STEPS[-1].id)]
+    assert extension_revision_id("0002_worker_registry") == "graphile_worker_ext_0002"
 
 
 # ------------------------------------------------------------------------------ upgrade
@@ -292,8 +332,50 @@ def test_one_revision_at_a_time_matches_one_go(
     for number in ALL_IDS:
         command.upgrade(config, revision_id(number))
         assert ledger_ids(empty_database_url) == list(range(1, number + 1))
+    for name in EXTENSION_REVISIONS:
+        command.upgrade(config, name)
 
     assert diff_catalogs(snapshot(database_url), snapshot(empty_database_url)) == []
+
+
+# ------------------------------------------------------------ extension revisions
+
+
+def test_project_at_000020_from_before_the_extension_steps_gets_them(
+    project: UserProject, empty_database_url: str
+) -> None:
+    """Deployed before our steps existed: Node's 20 migrations, none of ours, Alembic at 000020.
+
+    No numbered revision runs again for such a project; the extension revision has to.
+    """
+    our_migrate(empty_database_url, extensions=())
+    config = project.config()
+    command.stamp(config, NODE_HEAD)
+    before = ledger(empty_database_url)
+    assert extension_ids(empty_database_url) == []
+    assert not relation_exists(empty_database_url, f"graphile_worker.{WORKER_REGISTRY_TABLE}")
+
+    command.upgrade(config, "heads")
+
+    assert_fully_migrated(empty_database_url)
+    assert ledger(empty_database_url) == before
+    assert alembic_versions(empty_database_url) == {USER_REVISION, HEAD}
+
+
+def test_extension_revision_changes_nothing_after_a_fresh_000020(
+    project: UserProject, empty_database_url: str
+) -> None:
+    config = project.config()
+    command.upgrade(config, NODE_HEAD)
+    with psycopg.connect(empty_database_url, autocommit=True) as connection:
+        query = "select id, ts from graphile_worker._pyworker_migrations order by id"
+        applied_by_000020 = connection.execute(query).fetchall()
+        assert [row[0] for row in applied_by_000020] == [step.id for step in EXTENSION_STEPS]
+
+        command.upgrade(config, HEAD)
+
+        assert connection.execute(query).fetchall() == applied_by_000020
+    assert alembic_versions(empty_database_url) == {HEAD}
 
 
 # --------------------------------------------------------------------- refusals
@@ -306,8 +388,10 @@ def test_downgrade_is_refused_and_rolled_back(
     command.upgrade(config, "heads")
     before = ledger(empty_database_url)
 
-    with pytest.raises(MigrationError, match="no down migrations"):
+    with pytest.raises(LineageRefusalError, match="only go forward") as refused:
         command.downgrade(config, f"{BRANCH_LABEL}@-1")
+    assert isinstance(refused.value, MigrationError)
+    assert "`alembic downgrade app@-1`" in str(refused.value)
 
     assert ledger(empty_database_url) == before
     assert alembic_versions(empty_database_url) == {USER_REVISION, HEAD}
@@ -318,10 +402,48 @@ def test_downgrade_is_refused_and_rolled_back(
     assert alembic_versions(empty_database_url) == {HEAD}
 
 
+def test_a_refused_downgrade_rolls_back_everything_the_command_did(
+    project: UserProject, empty_database_url: str
+) -> None:
+    """``downgrade base`` first undoes the application's revisions, which need ours.
+
+    The refusal that follows must take those back too: one transaction for the command.
+    """
+    (project.versions / "app_0002_job_links.py").write_text(
+        f"""
+import sqlalchemy as sa
+from alembic import op
+
+revision = "app_0002"
+down_revision = "{USER_REVISION}"
+branch_labels = None
+depends_on = "{HEAD}"
+
+
+def upgrade() -> None:
+    op.create_table("job_links", sa.Column("job_id", sa.BigInteger))
+
+
+def downgrade() -> None:
+    op.drop_table("job_links")
+"""
+    )
+    config = project.config()
+    command.upgrade(config, "heads")
+
+    with pytest.raises(LineageRefusalError, match="only go forward"):
+        command.downgrade(config, "base")
+
+    assert relation_exists(empty_database_url, "public.job_links")
+    assert relation_exists(empty_database_url, "public.app_users")
+    assert alembic_versions(empty_database_url) == {"app_0002"}
+    assert_fully_migrated(empty_database_url)
+
+
 def test_offline_mode_is_refused_with_a_clear_error(
     project: UserProject, empty_database_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    with pytest.raises(MigrationError, match="offline"):
+    with pytest.raises(LineageRefusalError, match="offline"):
         command.upgrade(project.config(), f"{BRANCH_LABEL}@head", sql=True)
     capsys.readouterr()
     assert not relation_exists(empty_database_url, "graphile_worker.migrations")
