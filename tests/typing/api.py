@@ -51,6 +51,14 @@ from graphile_worker.hooks import (
     SkipRun,
     Succeeded,
 )
+from graphile_worker.testing import (
+    JobOutcome,
+    JobRunner,
+    OutcomeStatus,
+    StandaloneContext,
+    SyncJobRunner,
+    context_for_testing,
+)
 from graphile_worker.worker import (
     LocalQueueOptions,
     RunOnceSummary,
@@ -374,3 +382,42 @@ async def test_a_handler(job: Job, utils: WorkerUtils) -> None:
     ctx: WorkerContext = FakeContext(job, utils)
     await resize(Resize(image_id=9, width=32), ctx)
     await SendEmail(to="i@example.com").run(ctx)
+
+
+# ------------------------------------------------------------ graphile_worker.testing
+
+
+async def test_with_the_fixtures(
+    graphile_worker_run_jobs: JobRunner,
+    graphile_worker_sync_run_jobs: SyncJobRunner,
+) -> None:
+    outcomes = await graphile_worker_run_jobs(
+        resize, SendEmail, retry_failed=True, extensions={"cdn": "fake"}
+    )
+    assert_type(outcomes, list[JobOutcome])
+    first = outcomes[0]
+    assert_type(first.status, OutcomeStatus)
+    assert_type(first.error, BaseException | None)
+    assert_type(first.errors, tuple[BaseException, ...])
+    assert_type(first.job, Job)
+    assert_type(first.attempts, int)
+    assert_type(
+        await graphile_worker_run_jobs(options=WorkerOptions(tasks=REGISTRY)), list[JobOutcome]
+    )
+    assert_type(graphile_worker_sync_run_jobs(log_line, retry_failed=2), list[JobOutcome])
+    await graphile_worker_run_jobs(resize, retry_failed="yes")  # type: ignore[arg-type]
+    await graphile_worker_run_jobs(resize, concurrency=4)  # type: ignore[call-arg]
+
+
+async def test_a_handler_alone(driver: DatabaseDriver) -> None:
+    # No database: whatever the handler needs from one raises a ConfigurationError.
+    ctx = context_for_testing(Resize(image_id=1, width=32), attempts=3)
+    assert_type(ctx, StandaloneContext)
+    await resize(Resize(image_id=1, width=32), ctx)
+    await SendEmail(to="i@example.com").run(context_for_testing(extensions={"smtp": "fake"}))
+    # With a driver, ctx.add_job and ctx.utils work on that database.
+    job = await WorkerUtils(driver).add_job(Resize(image_id=2, width=64))
+    with_database: WorkerContext = context_for_testing(job.payload, job, driver=driver)
+    assert_type(with_database.utils, WorkerUtils)
+    ctx.request_abort()
+    context_for_testing(attempts="3")  # type: ignore[arg-type]
