@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from ._validate import check_task_identifier
 from .errors import InvalidJobSpecError
@@ -19,6 +19,8 @@ from .spec import JobSpec
 __all__ = [
     "DEFAULT_MAX_ATTEMPTS",
     "DEFAULT_SPEC",
+    "JOB_DECORATORS",
+    "JobDecorator",
     "PreparedJob",
     "identifier_of",
     "payload_to_json",
@@ -30,6 +32,17 @@ DEFAULT_MAX_ATTEMPTS = 25
 
 DEFAULT_SPEC = JobSpec()
 """The spec of a job added without one."""
+
+JobDecorator = Callable[[str, str, JobSpec], str]
+"""``decorator(identifier, payload_json, spec)``: the payload JSON to store instead."""
+
+JOB_DECORATORS: list[JobDecorator] = []
+"""Process-wide callbacks every job passes through on its way in (tracing registers one).
+
+A list rather than hooks on each utility because jobs are added from many places (both
+utilities, the SQLAlchemy helpers, ``ctx.add_job``) and a tracer must see them all; an
+empty list costs one truth test per job. Batches skip their fast path while one is set.
+"""
 
 
 def _to_jsonable(value: object) -> object:
@@ -110,8 +123,11 @@ def prepare_job(identifier: str, payload: object, spec: JobSpec | None) -> Prepa
         raise InvalidJobSpecError(
             f"spec must be a JobSpec, not {type(spec).__name__} ({spec!r:.80})"
         )
-    return PreparedJob(
-        identifier=check_task_identifier(identifier, error=InvalidJobSpecError),
-        payload_json=payload_to_json(payload),
-        spec=spec if spec is not None else DEFAULT_SPEC,
-    )
+    identifier = check_task_identifier(identifier, error=InvalidJobSpecError)
+    payload_json = payload_to_json(payload)
+    if spec is None:
+        spec = DEFAULT_SPEC
+    if JOB_DECORATORS:
+        for decorate in JOB_DECORATORS:
+            payload_json = decorate(identifier, payload_json, spec)
+    return PreparedJob(identifier=identifier, payload_json=payload_json, spec=spec)

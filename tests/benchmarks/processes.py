@@ -54,6 +54,8 @@ class WorkerConfig:
     quiet: bool = True
     """Quiet workers log no line per job (``--quiet``, or ``--log-level warning`` for
     versions without it); a loud one logs at info, which start-up timing needs."""
+    extra_args: tuple[str, ...] = ()
+    """More ``graphile-worker run`` options, passed as given (``--metrics-port 0``)."""
 
 
 @dataclass
@@ -102,6 +104,7 @@ def python_command(
         if not features.has("--processes"):
             raise BenchError(f"{config.label}: this version has no --processes option")
         command += ["--processes", str(config.processes)]
+    command += config.extra_args
     return command, missing
 
 

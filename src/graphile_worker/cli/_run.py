@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,6 +23,7 @@ from ._cron import default_crontab
 from ._tasks import load_registry, tasks_option
 
 if TYPE_CHECKING:
+    from ..prometheus import PrometheusPlugin
     from ..recovery import RecoveryOptions
 
 __all__ = ["run_command"]
@@ -201,6 +203,29 @@ __all__ = ["run_command"]
     is_flag=True,
     help="Log no line per completed job (failures are still logged as errors).",
 )
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(min=0, max=65535),
+    default=None,
+    metavar="PORT",
+    help="Serve Prometheus metrics on http://HOST:PORT/metrics and a health check on "
+    "/healthz (pip install graphile-worker[prometheus]). [default: off]",
+)
+@click.option(
+    "--metrics-host",
+    default="127.0.0.1",
+    show_default=True,
+    metavar="HOST",
+    help="Address --metrics-port listens on (0.0.0.0 for every interface).",
+)
+@click.option(
+    "--health-max-outage",
+    type=click.FloatRange(min=0),
+    default=60.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="/healthz fails once the database has not answered for this long.",
+)
 @driver_option
 @click.option(
     "--runtime",
@@ -237,6 +262,9 @@ def run_command(
     long_running_stale_after: int,
     no_recovery: bool,
     quiet: bool,
+    metrics_port: int | None,
+    metrics_host: str,
+    health_max_outage: float,
     driver: str,
     runtime: str,
 ) -> None:
@@ -268,6 +296,10 @@ def run_command(
     With --processes N (POSIX only), N copies of this command run as child processes of a
     supervisor, one core each: it migrates once, passes SIGINT/SIGTERM on to every child,
     starts a crashed child again, and exits 0 only when all stopped cleanly.
+
+    With --metrics-port the worker serves Prometheus metrics on /metrics and a health
+    check on /healthz (503 until the worker is listening, once it shuts down, and once the
+    database has not answered for --health-max-outage seconds).
     """
     configure_logging("info")
     if fail_on_error and not once:
@@ -295,12 +327,23 @@ def run_command(
 
         # Checked before any process starts, so that a bad line is reported once.
         load_crontab(crontab)
+    if metrics_port is None:
+        _refuse_without_metrics_port("metrics_host", "health_max_outage")
+    elif processes > 1:
+        raise click.UsageError(
+            "--metrics-port cannot be combined with --processes: every process would need "
+            "a port of its own; run one `graphile-worker run --metrics-port` per process "
+            "instead, each with its own port"
+        )
     if processes > 1:
         from ._supervisor import supervise
 
         supervise(click.get_current_context(), processes, once=once)
         return
     registry = load_registry(task_targets)
+    metrics = None
+    if metrics_port is not None:
+        metrics = _start_metrics(connection, schema, metrics_host, metrics_port, health_max_outage)
     from ..worker import LocalQueueOptions, RefetchDelay, Worker, WorkerOptions
 
     local_queue = None
@@ -332,6 +375,7 @@ def run_command(
         crontab=crontab,
         recovery=recovery,
         migrate=not no_migrate,
+        hooks=() if metrics is None else (metrics,),
     )
     worker = Worker(options)
     if once:
@@ -349,6 +393,57 @@ def run_command(
             )
     else:
         run_async(worker.run, connection=connection, backend=runtime)
+
+
+def _start_metrics(
+    connection: str | None, schema: str, host: str, port: int, max_outage: float
+) -> PrometheusPlugin:
+    """The metrics plugin, its HTTP server already listening; both end with the command."""
+    try:
+        import prometheus_client
+
+        from ..prometheus import MetricsServer, PrometheusPlugin
+    except ImportError as error:
+        raise click.UsageError(
+            "--metrics-port needs prometheus-client; pip install graphile-worker[prometheus]"
+        ) from error
+    # A registry of the command's own (not the process-wide default, which would refuse a
+    # second plugin when the command runs twice in one process), with the usual extras.
+    registry = prometheus_client.CollectorRegistry()
+    prometheus_client.ProcessCollector(registry=registry)
+    prometheus_client.PlatformCollector(registry=registry)
+    prometheus_client.GCCollector(registry=registry)
+    depth = importlib.util.find_spec("psycopg") is not None
+    if not depth:
+        logging.getLogger("graphile_worker.cli").warning(
+            "--metrics-port: no queue depth metrics and no database check in /healthz "
+            "without psycopg; pip install graphile-worker[psycopg]"
+        )
+    plugin = PrometheusPlugin(registry, database_url=connection, schema=schema, depth=depth)
+    try:
+        server = MetricsServer(plugin, host=host, port=port, max_outage=max_outage)
+    except OSError as error:
+        plugin.close()
+        raise click.UsageError(
+            f"--metrics-port: cannot listen on {host}:{port} ({error.strerror or error}); "
+            "pick a free port"
+        ) from error
+    ctx = click.get_current_context()
+    ctx.call_on_close(plugin.close)
+    ctx.call_on_close(server.close)
+    logging.getLogger("graphile_worker.cli").info(
+        "serving metrics on http://%s:%d/metrics and /healthz", host, server.port
+    )
+    return plugin
+
+
+def _refuse_without_metrics_port(*names: str) -> None:
+    """A metrics setting given without --metrics-port would be silently ignored."""
+    ctx = click.get_current_context()
+    for name in names:
+        if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT:
+            flag = "--" + name.replace("_", "-")
+            raise click.UsageError(f"{flag} needs --metrics-port PORT (metrics are off)")
 
 
 def _recovery_options(

@@ -33,6 +33,7 @@ from ..spec import JSON
 
 __all__ = [
     "NO_ANNOTATION",
+    "TRACE_KEY",
     "BatchItems",
     "DecodeFailure",
     "Decoder",
@@ -42,6 +43,10 @@ __all__ = [
     "identity",
     "type_name",
 ]
+
+TRACE_KEY: Final = "_trace"
+"""The payload key where :mod:`graphile_worker.otel` puts trace context; typed payloads skip it
+unless they declare a field of that name."""
 
 Decoder: TypeAlias = Callable[[object, str], object]
 """``decoder(value, path)``: the decoded value, or :class:`DecodeFailure` about ``path``."""
@@ -461,6 +466,10 @@ class _DataclassDecoder:
             )
         if not self.accepts_extra:
             unknown = [key for key in value if key not in self.fields]
+            if unknown and TRACE_KEY in unknown:
+                # Trace context a producer wrote next to the fields (graphile_worker.otel).
+                unknown.remove(TRACE_KEY)
+                value = {key: item for key, item in value.items() if key != TRACE_KEY}
             if unknown:
                 accepted = ", ".join(self.fields) or "no fields"
                 raise DecodeFailure(
@@ -533,6 +542,12 @@ def _pydantic(cls: type) -> Decoder:
         try:
             return validate(value)
         except Exception as error:
+            if isinstance(value, dict) and TRACE_KEY in value:
+                # A model that forbids extra fields: try again without the trace context
+                # (only on this failure path, so payloads without it pay nothing).
+                return decode_model(
+                    {key: item for key, item in value.items() if key != TRACE_KEY}, path
+                )
             raise DecodeFailure(path, _pydantic_problem(cls, error, path)) from error
 
     return decode_model
