@@ -35,6 +35,11 @@ from graphile_worker.hooks import (
     JobInterrupted,
     JobPermanentlyFail,
     JobStart,
+    LocalQueueFetched,
+    LocalQueueInit,
+    LocalQueueModeChange,
+    LocalQueueRefetchDelay,
+    LocalQueueReturned,
     Observer,
     Outcome,
     Plugin,
@@ -102,6 +107,11 @@ EVENTS: list[tuple[Event, str]] = [
     (CronTick(WORKER, NOW, ("a",)), "on_cron_tick"),
     (CronScheduled(WORKER, NOW, False, {"a": 1}, ()), "on_cron_scheduled"),
     (WorkerRecovered(WORKER, "graphile_worker_dead", (), ("q",)), "on_worker_recovered"),
+    (LocalQueueInit(WORKER, 100, 60.0), "on_local_queue_init"),
+    (LocalQueueModeChange(WORKER, "POLLING", "WAITING"), "on_local_queue_mode_change"),
+    (LocalQueueFetched(WORKER, 100, 7, 7), "on_local_queue_fetched"),
+    (LocalQueueReturned(WORKER, (1, 2), "the worker is stopping"), "on_local_queue_returned"),
+    (LocalQueueRefetchDelay(WORKER, "started", 3.5, 12.0), "on_local_queue_refetch_delay"),
 ]
 
 
@@ -150,6 +160,21 @@ class RecordingObserver(Observer):
 
     def on_worker_recovered(self, event: WorkerRecovered) -> None:
         self._record("on_worker_recovered", event)
+
+    def on_local_queue_init(self, event: LocalQueueInit) -> None:
+        self._record("on_local_queue_init", event)
+
+    def on_local_queue_mode_change(self, event: LocalQueueModeChange) -> None:
+        self._record("on_local_queue_mode_change", event)
+
+    def on_local_queue_fetched(self, event: LocalQueueFetched) -> None:
+        self._record("on_local_queue_fetched", event)
+
+    def on_local_queue_returned(self, event: LocalQueueReturned) -> None:
+        self._record("on_local_queue_returned", event)
+
+    def on_local_queue_refetch_delay(self, event: LocalQueueRefetchDelay) -> None:
+        self._record("on_local_queue_refetch_delay", event)
 
 
 class AsyncCompleteObserver(Observer):

@@ -1,4 +1,4 @@
-"""The fields every log record about a job carries, for structured logging.
+"""The fields every log record about a job carries, and the logger handlers get.
 
 Log lines name the job in their text for people; the same facts go on the record as
 attributes (``logging``'s ``extra``) for machines: a JSON formatter (``graphile-worker run
@@ -8,14 +8,15 @@ attributes (``logging``'s ``extra``) for machines: a JSON formatter (``graphile-
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import logging
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, MutableMapping
 
-    from ..spec import Job
+    from .spec import Job
 
-__all__ = ["job_fields", "jobs_fields"]
+__all__ = ["JobLogger", "job_fields", "jobs_fields"]
 
 
 def job_fields(job: Job, worker_id: str, duration: float | None = None) -> dict[str, object]:
@@ -40,3 +41,22 @@ def job_fields(job: Job, worker_id: str, duration: float | None = None) -> dict[
 def jobs_fields(job_ids: Iterable[int], worker_id: str) -> dict[str, object]:
     """``extra`` for a record about several jobs at once (a batch of outcomes)."""
     return {"job_ids": list(job_ids), "worker_id": worker_id}
+
+
+if TYPE_CHECKING:
+    _LoggerAdapter = logging.LoggerAdapter[logging.Logger]
+else:  # LoggerAdapter is subscriptable at run time only from Python 3.11
+    _LoggerAdapter = logging.LoggerAdapter
+
+
+class JobLogger(_LoggerAdapter):
+    """``ctx.logger``: prefixes messages with ``[job <id> <task>]`` and puts the job's
+    fields (its ``extra``, from :func:`job_fields`) on every record, merged with the
+    caller's own ``extra``."""
+
+    def process(
+        self, msg: Any, kwargs: MutableMapping[str, Any]
+    ) -> tuple[Any, MutableMapping[str, Any]]:
+        fields = self.extra or {}
+        kwargs["extra"] = {**fields, **(kwargs.get("extra") or {})}
+        return f"[job {fields['job_id']} {fields['task_identifier']}] {msg}", kwargs

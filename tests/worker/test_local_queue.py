@@ -15,6 +15,14 @@ import pytest
 
 from graphile_worker import LocalQueueOptions, RefetchDelay
 from graphile_worker.errors import ConfigurationError
+from graphile_worker.hooks import (
+    LocalQueueFetched,
+    LocalQueueInit,
+    LocalQueueModeChange,
+    LocalQueueRefetchDelay,
+    LocalQueueReturned,
+    Observer,
+)
 from graphile_worker.spec import JobSpec
 from graphile_worker.task import task
 from graphile_worker.worker import RunOnceSummary, Worker, WorkerOptions
@@ -377,6 +385,105 @@ async def test_enough_announced_jobs_end_a_refetch_delay_early(
         # Well before the 5 s the shortest delay lasts.
         await eventually(lambda: job_row(sync_connection, job.id) is None, within=4)
     assert held.runs == {1: 1, 2: 1}
+
+
+class LocalQueueEvents(Observer):
+    """Records every local-queue event, in order."""
+
+    def __init__(self) -> None:
+        self.events: list[object] = []
+
+    def on_local_queue_init(self, event: LocalQueueInit) -> None:
+        self.events.append(event)
+
+    def on_local_queue_mode_change(self, event: LocalQueueModeChange) -> None:
+        self.events.append(event)
+
+    def on_local_queue_fetched(self, event: LocalQueueFetched) -> None:
+        self.events.append(event)
+
+    async def on_local_queue_returned(self, event: LocalQueueReturned) -> None:
+        self.events.append(event)
+
+    def on_local_queue_refetch_delay(self, event: LocalQueueRefetchDelay) -> None:
+        self.events.append(event)
+
+    def of(self, kind: type[Any]) -> list[Any]:
+        return [event for event in self.events if isinstance(event, kind)]
+
+    def modes(self) -> list[str]:
+        return [event.mode for event in self.of(LocalQueueModeChange)]
+
+
+async def test_observers_see_the_local_queue_start_fetch_change_mode_and_hand_back(
+    driver: DatabaseDriver, utils: WorkerUtils, sync_connection: psycopg.Connection[Any]
+) -> None:
+    held = Held()
+    await utils.add_job("hold", {})
+    waiting = [await utils.add_job("count", {"n": n}) for n in range(3)]
+    events = LocalQueueEvents()
+    worker = Worker(
+        options(driver, held.tasks, local_queue=LocalQueueOptions(size=10, ttl=60), hooks=[events])
+    )
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as group:
+            group.start_soon(worker.run)
+            await held.started.wait()
+            worker.stop()
+            await eventually(lambda: len(locked(sync_connection)) == 1)
+            held.release.set()
+    wid = worker.worker_id
+    assert events.events[0] == LocalQueueInit(wid, 10, 60)
+    assert all(event.worker_id == wid for event in events.events)  # type: ignore[attr-defined]
+    # The first fetch took all four jobs: one went to the slot, three waited in memory.
+    assert events.of(LocalQueueFetched)[0] == LocalQueueFetched(wid, 10, 4, 4)
+    assert events.modes()[:1] == ["WAITING"]
+    assert events.modes()[-1] == "RELEASED"
+    [returned] = events.of(LocalQueueReturned)
+    assert sorted(returned.job_ids) == sorted(job.id for job in waiting)
+    assert returned.reason == "the worker is stopping"
+    assert held.runs == {}
+
+
+async def test_observers_see_a_refetch_delay_start_and_end(
+    driver: DatabaseDriver, utils: WorkerUtils, sync_connection: psycopg.Connection[Any]
+) -> None:
+    held = Held()
+    held.release.set()
+    events = LocalQueueEvents()
+    # An abort threshold drawn below 1: the first announced job ends the delay.
+    delay = RefetchDelay(duration=10.0, threshold=5, max_abort_threshold=1)
+    local_queue = LocalQueueOptions(size=10, refetch_delay=delay)
+    worker = Worker(options(driver, held.tasks, local_queue=local_queue, hooks=[events]))
+    first = await utils.add_job("count", {"n": 1})
+    async with worker:
+        await eventually(lambda: job_row(sync_connection, first.id) is None)
+        second = await utils.add_job("count", {"n": 2})
+        await eventually(lambda: job_row(sync_connection, second.id) is None, within=4)
+    changes = events.of(LocalQueueRefetchDelay)
+    assert [change.change for change in changes][:2] == ["started", "aborted"]
+    started = changes[0]
+    assert started.seconds is not None and 5.0 <= started.seconds <= 15.0
+    assert started.abort_threshold is not None and started.abort_threshold < 1
+
+
+@pytest.mark.parametrize("watching", [False, True])
+async def test_local_queue_events_are_built_only_when_an_observer_watches_them(
+    driver: DatabaseDriver, watching: bool
+) -> None:
+    class Unrelated(Observer):
+        def on_job_complete(self, event: Any) -> None:
+            pass
+
+    held = Held()
+    hooks = [Unrelated(), LocalQueueEvents()] if watching else [Unrelated()]
+    worker = Worker(
+        options(driver, held.tasks, local_queue=LocalQueueOptions(size=10), hooks=hooks)
+    )
+    async with worker:
+        run = worker._run
+        assert run is not None and run._local_queue is not None
+        assert (run._local_queue._emit is not None) is watching
 
 
 class TestOptions:

@@ -32,6 +32,11 @@ from ._events import JobFetch as JobFetch
 from ._events import JobInterrupted as JobInterrupted
 from ._events import JobPermanentlyFail as JobPermanentlyFail
 from ._events import JobStart as JobStart
+from ._events import LocalQueueFetched as LocalQueueFetched
+from ._events import LocalQueueInit as LocalQueueInit
+from ._events import LocalQueueModeChange as LocalQueueModeChange
+from ._events import LocalQueueRefetchDelay as LocalQueueRefetchDelay
+from ._events import LocalQueueReturned as LocalQueueReturned
 from ._events import Observer as Observer
 from ._events import ObserverResult as ObserverResult
 from ._events import WorkerInit as WorkerInit
@@ -73,6 +78,11 @@ __all__ = [
     "JobInterrupted",
     "JobPermanentlyFail",
     "JobStart",
+    "LocalQueueFetched",
+    "LocalQueueInit",
+    "LocalQueueModeChange",
+    "LocalQueueRefetchDelay",
+    "LocalQueueReturned",
     "Observer",
     "ObserverResult",
     "Outcome",

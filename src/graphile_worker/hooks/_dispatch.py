@@ -138,6 +138,20 @@ class Hooks:
             f"recover_job={len(self._recover_job)})"
         )
 
+    def observes(self, *events: type[Event]) -> bool:
+        """Whether some observer overrides the method of any of ``events``."""
+        return any(event in self._observers for event in events)
+
+    def watching(self, event: type[Event]) -> bool:
+        """Whether some observer overrides ``event``'s method: the per-job check, so that
+        an event nobody watches is never even built."""
+        return event in self._observers
+
+    @property
+    def intercepts_runs(self) -> bool:
+        """Whether any ``before_job_run`` or ``after_job_run`` interceptor is registered."""
+        return bool(self._before_job_run or self._after_job_run)
+
     async def notify(self, event: Event) -> None:
         """Tell every observer that overrides this event's method, in registration order.
 

@@ -27,6 +27,11 @@ __all__ = [
     "JobInterrupted",
     "JobPermanentlyFail",
     "JobStart",
+    "LocalQueueFetched",
+    "LocalQueueInit",
+    "LocalQueueModeChange",
+    "LocalQueueRefetchDelay",
+    "LocalQueueReturned",
     "Observer",
     "ObserverResult",
     "WorkerInit",
@@ -227,6 +232,108 @@ class WorkerRecovered:
     unlocked_queues: tuple[str, ...]
 
 
+@final
+@dataclasses.dataclass(frozen=True, slots=True)
+class LocalQueueInit:
+    """The worker's local queue is ready (``WorkerOptions.local_queue`` is set).
+
+    Attributes:
+        worker_id: The worker.
+        size: Jobs a fetch claims at most, and memory holds at most.
+        ttl: Seconds a job may wait in memory before it is handed back.
+    """
+
+    __module__ = "graphile_worker.hooks"
+
+    worker_id: str
+    size: int
+    ttl: float
+
+
+@final
+@dataclasses.dataclass(frozen=True, slots=True)
+class LocalQueueModeChange:
+    """The local queue changed mode: ``"POLLING"`` (memory empty), ``"WAITING"`` (jobs in
+    memory), ``"TTL_EXPIRED"`` (memory handed back after its time to live) or
+    ``"RELEASED"`` (the worker is stopping). Node graphile-worker's modes, by name.
+
+    Attributes:
+        worker_id: The worker.
+        previous: The mode it left.
+        mode: The mode it is in now.
+    """
+
+    __module__ = "graphile_worker.hooks"
+
+    worker_id: str
+    previous: str
+    mode: str
+
+
+@final
+@dataclasses.dataclass(frozen=True, slots=True)
+class LocalQueueFetched:
+    """A fetch (one batched claim) into the local queue came back.
+
+    Attributes:
+        worker_id: The worker.
+        requested: Jobs asked for.
+        fetched: Jobs claimed; fewer than asked means the queue had no more right now.
+        held: Jobs in memory after the fetch.
+    """
+
+    __module__ = "graphile_worker.hooks"
+
+    worker_id: str
+    requested: int
+    fetched: int
+    held: int
+
+
+@final
+@dataclasses.dataclass(frozen=True, slots=True)
+class LocalQueueReturned:
+    """Unstarted jobs went back from the local queue to the database, attempts refunded.
+
+    Attributes:
+        worker_id: The worker.
+        job_ids: The jobs handed back.
+        reason: Why: they outlived the time to live, the worker is stopping, or they carry
+            a flag that is now forbidden.
+    """
+
+    __module__ = "graphile_worker.hooks"
+
+    worker_id: str
+    job_ids: tuple[int, ...]
+    reason: str
+
+
+@final
+@dataclasses.dataclass(frozen=True, slots=True)
+class LocalQueueRefetchDelay:
+    """The local queue's refetch delay (``LocalQueueOptions.refetch_delay``) changed.
+
+    ``change`` is ``"started"`` (a fetch came back nearly empty, so fetches pause),
+    ``"aborted"`` (enough new jobs were announced to end it early) or ``"expired"`` (it ran
+    its course).
+
+    Attributes:
+        worker_id: The worker.
+        change: ``"started"``, ``"aborted"`` or ``"expired"``.
+        seconds: For ``"started"``: how long fetches pause. ``None`` otherwise.
+        abort_threshold: For ``"started"``: how many announced jobs end it early (``None``
+            when none would, and for the other changes).
+    """
+
+    __module__ = "graphile_worker.hooks"
+
+    worker_id: str
+    change: str
+    seconds: float | None = None
+    abort_threshold: float | None = None
+
+
 Event: TypeAlias = (
     WorkerInit
     | WorkerStart
@@ -240,6 +347,11 @@ Event: TypeAlias = (
     | CronTick
     | CronScheduled
     | WorkerRecovered
+    | LocalQueueInit
+    | LocalQueueModeChange
+    | LocalQueueFetched
+    | LocalQueueReturned
+    | LocalQueueRefetchDelay
 )
 """Every event an :class:`Observer` can be told about."""
 
@@ -313,6 +425,26 @@ class Observer:
         """Called after this worker's sweep recovered the jobs of a dead worker."""
         return None
 
+    def on_local_queue_init(self, event: LocalQueueInit) -> ObserverResult:
+        """Called once when the local queue is ready."""
+        return None
+
+    def on_local_queue_mode_change(self, event: LocalQueueModeChange) -> ObserverResult:
+        """Called when the local queue changes mode."""
+        return None
+
+    def on_local_queue_fetched(self, event: LocalQueueFetched) -> ObserverResult:
+        """Called after each fetch into the local queue, with its size."""
+        return None
+
+    def on_local_queue_returned(self, event: LocalQueueReturned) -> ObserverResult:
+        """Called after unstarted jobs were handed back from the local queue."""
+        return None
+
+    def on_local_queue_refetch_delay(self, event: LocalQueueRefetchDelay) -> ObserverResult:
+        """Called when the refetch delay starts, is aborted, or expires."""
+        return None
+
 
 EVENT_METHODS: Final[dict[type[Event], str]] = {
     WorkerInit: "on_worker_init",
@@ -327,5 +459,10 @@ EVENT_METHODS: Final[dict[type[Event], str]] = {
     CronTick: "on_cron_tick",
     CronScheduled: "on_cron_scheduled",
     WorkerRecovered: "on_worker_recovered",
+    LocalQueueInit: "on_local_queue_init",
+    LocalQueueModeChange: "on_local_queue_mode_change",
+    LocalQueueFetched: "on_local_queue_fetched",
+    LocalQueueReturned: "on_local_queue_returned",
+    LocalQueueRefetchDelay: "on_local_queue_refetch_delay",
 }
 """Which :class:`Observer` method each event type is routed to."""

@@ -36,9 +36,9 @@ import anyio
 import anyio.lowlevel
 from anyio.abc import TaskStatus
 
+from .._log_fields import jobs_fields
 from ..errors import DatabaseError
 from ._fetch import is_transient
-from ._log_fields import jobs_fields
 
 __all__ = [
     "FINAL_RETRY_WINDOW",

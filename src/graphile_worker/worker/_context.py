@@ -13,7 +13,7 @@ import dataclasses
 import json
 import logging
 import threading
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping, MutableMapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping
 from contextlib import asynccontextmanager
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, TypeVar, final, overload
@@ -21,13 +21,13 @@ from typing import TYPE_CHECKING, Any, TypeVar, final, overload
 import anyio
 import anyio.from_thread
 
+from .._log_fields import JobLogger, job_fields
 from ..hooks import ScheduleRequest
 from ..spec import Job, JobSpec, TypedPayload
 
 # The private helpers are the single place add_job's call shapes are resolved; the context
 # reuses them so that its add_job accepts exactly what WorkerUtils.add_job accepts.
 from ..utils import _NO_PAYLOAD, JobInput, WorkerUtils, _prepare, _prepare_many
-from ._log_fields import job_fields
 
 if TYPE_CHECKING:
     from anyio.lowlevel import EventLoopToken
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from ..hooks._dispatch import Hooks
     from ..utils import AsyncBind
 
-__all__ = ["AbortSignal", "JobContext", "JobLogger"]
+__all__ = ["AbortSignal", "JobContext"]
 
 T = TypeVar("T")
 if TYPE_CHECKING:
@@ -71,24 +71,6 @@ class AbortSignal:
     async def wait(self) -> None:
         """Return once the signal is raised."""
         await self._event.wait()
-
-
-if TYPE_CHECKING:
-    _LoggerAdapter = logging.LoggerAdapter[logging.Logger]
-else:  # LoggerAdapter is subscriptable at run time only from Python 3.11
-    _LoggerAdapter = logging.LoggerAdapter
-
-
-class JobLogger(_LoggerAdapter):
-    """Prefixes messages with the job and adds ``job_id``/``task_identifier``/``worker_id``
-    to every record's attributes, for formatters and structured logging."""
-
-    def process(
-        self, msg: Any, kwargs: MutableMapping[str, Any]
-    ) -> tuple[Any, MutableMapping[str, Any]]:
-        extra = self.extra or {}
-        kwargs["extra"] = {**extra, **(kwargs.get("extra") or {})}
-        return f"[job {extra['job_id']} {extra['task_identifier']}] {msg}", kwargs
 
 
 @final

@@ -39,8 +39,8 @@ if TYPE_CHECKING:
     from ..hooks._dispatch import Hooks
     from ..spec import JSON, Job
     from ..task import Task
+from .._log_fields import job_fields
 from ._context import AbortSignal
-from ._log_fields import job_fields
 
 __all__ = ["Attempt", "attempt_job", "log_outcome"]
 
@@ -123,7 +123,7 @@ async def attempt_job(
                 raise
             outcome = Failed(error)  # SystemExit, KeyboardInterrupt and the like
     duration = perf_counter() - started
-    if hooks:
+    if hooks and hooks.intercepts_runs:
         original = outcome
         try:
             outcome = await hooks.after_job_run(job, ctx, outcome)
@@ -226,10 +226,12 @@ async def _run(
 ) -> tuple[Outcome, list[JSON] | None]:
     """Ask the ``before_job_run`` hooks, then call the handler; raises what the handler raises."""
     if hooks:
-        decision = await hooks.before_job_run(job, ctx)  # raises HookError for FailRun
-        if isinstance(decision, SkipRun):
-            return _SUCCEEDED, None
-        await hooks.notify(JobStart(worker_id, job))
+        if hooks.intercepts_runs:
+            decision = await hooks.before_job_run(job, ctx)  # raises HookError for FailRun
+            if isinstance(decision, SkipRun):
+                return _SUCCEEDED, None
+        if hooks.watching(JobStart):
+            await hooks.notify(JobStart(worker_id, job))
     result = await task.execute(payload, ctx, limiter=limiter)
     if result is None:
         return _SUCCEEDED, None

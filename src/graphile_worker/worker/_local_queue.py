@@ -43,8 +43,18 @@ from typing import TYPE_CHECKING
 import anyio
 
 from ..errors import DatabaseError
+from ..hooks import (
+    LocalQueueFetched,
+    LocalQueueInit,
+    LocalQueueModeChange,
+    LocalQueueRefetchDelay,
+    LocalQueueReturned,
+)
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from ..hooks import Event
     from ..spec import Job
     from ._fetch import JobSource
     from ._local_queue_options import LocalQueueOptions
@@ -71,14 +81,26 @@ class LocalQueue:
         options: Size, time to live and refetch delay.
         source: Claims and hands back jobs.
         logger: Where hand-backs and their failures are reported.
+        emit: Takes the local-queue events for observers (``None``: nobody watches, and
+            no event is even built). Called synchronously, so it only collects them; the
+            runner delivers them from its claim loop.
+        worker_id: For the events.
     """
 
     def __init__(
-        self, options: LocalQueueOptions, source: JobSource, logger: logging.Logger
+        self,
+        options: LocalQueueOptions,
+        source: JobSource,
+        logger: logging.Logger,
+        *,
+        emit: Callable[[Event], None] | None = None,
+        worker_id: str = "",
     ) -> None:
         self._options = options
         self._source = source
         self._logger = logger
+        self._emit = emit
+        self._worker_id = worker_id
         # Each job with the moment (time.monotonic) it must be handed back, oldest first.
         self._jobs: deque[tuple[float, Job]] = deque()
         self.mode = LocalQueueMode.POLLING
@@ -93,6 +115,19 @@ class LocalQueue:
         self.held_back = False
         """Whether the last :meth:`take` found memory empty and a refetch delay on, so
         fetched nothing: look again when the delay ends (:meth:`delay_left`)."""
+        if emit is not None:
+            emit(LocalQueueInit(worker_id, options.size, options.ttl))
+
+    def _set_mode(self, mode: LocalQueueMode) -> None:
+        previous = self.mode
+        self.mode = mode
+        if self._emit is not None and mode is not previous:
+            self._emit(LocalQueueModeChange(self._worker_id, previous.value, mode.value))
+
+    def _delay_ended(self, change: str) -> None:
+        self._delay_until = None
+        if self._emit is not None:
+            self._emit(LocalQueueRefetchDelay(self._worker_id, change))
 
     def __len__(self) -> int:
         return len(self._jobs)
@@ -103,13 +138,13 @@ class LocalQueue:
         """Count jobs announced by ``jobs:insert``; enough of them end a refetch delay."""
         self._announced += count
         if self._delay_until is not None and self._announced >= self._abort_threshold:
-            self._delay_until = None
+            self._delay_ended("aborted")
 
     def _delay_on(self) -> bool:
         if self._delay_until is None:
             return False
         if monotonic() >= self._delay_until:
-            self._delay_until = None
+            self._delay_ended("expired")
             return False
         return True
 
@@ -158,7 +193,7 @@ class LocalQueue:
                 await self._hand_back_forbidden(flags)
         if self._jobs:
             return self._hand_out(limit)
-        self.mode = LocalQueueMode.POLLING
+        self._set_mode(LocalQueueMode.POLLING)
         if self._delay_on():
             self.held_back = True
             return []
@@ -173,7 +208,7 @@ class LocalQueue:
             return None
         job = jobs.popleft()[1]
         if not jobs:
-            self.mode = LocalQueueMode.POLLING
+            self._set_mode(LocalQueueMode.POLLING)
         return job
 
     async def refill(self) -> None:
@@ -190,7 +225,7 @@ class LocalQueue:
         count = min(limit, len(jobs))
         taken = [jobs.popleft()[1] for _ in range(count)]
         if not jobs and self.mode is LocalQueueMode.WAITING:
-            self.mode = LocalQueueMode.POLLING
+            self._set_mode(LocalQueueMode.POLLING)
         return taken
 
     async def _fetch(self, flags: Collection[str] | None, limit: int) -> None:
@@ -200,17 +235,23 @@ class LocalQueue:
         delay = self._options.refetch_delay
         if delay is not None and not self._last_fetch_full and len(fetched) <= delay.threshold:
             # Random, as in Node, so that a fleet of workers does not fetch in step.
-            self._delay_until = monotonic() + delay.duration * (0.5 + random.random())
+            seconds = delay.duration * (0.5 + random.random())
+            self._delay_until = monotonic() + seconds
             maximum = delay.max_abort_threshold or 5 * self._options.size
             self._abort_threshold = random.random() * maximum or math.inf
+            if self._emit is not None:
+                threshold = None if self._abort_threshold == math.inf else self._abort_threshold
+                self._emit(LocalQueueRefetchDelay(self._worker_id, "started", seconds, threshold))
             self.announce(0)  # enough may have been announced during the fetch
         if fetched and self.mode is not LocalQueueMode.RELEASED:
             expires_at = monotonic() + self._options.ttl
             self._jobs.extend((expires_at, job) for job in fetched)
-            self.mode = LocalQueueMode.WAITING
+            self._set_mode(LocalQueueMode.WAITING)
         elif fetched:
             # Released while the claim was in flight (a shutdown): straight back.
             await self._hand_back(fetched, "the worker is stopping")
+        if self._emit is not None:
+            self._emit(LocalQueueFetched(self._worker_id, limit, len(fetched), len(self._jobs)))
 
     # ---------------------------------------------------------------------- hand-backs
 
@@ -228,7 +269,7 @@ class LocalQueue:
             expired.append(jobs.popleft()[1])
         if await self._hand_back(expired, "waited longer than the local queue's ttl"):
             if not self._jobs and self.mode is LocalQueueMode.WAITING:
-                self.mode = LocalQueueMode.TTL_EXPIRED
+                self._set_mode(LocalQueueMode.TTL_EXPIRED)
             return
         if self.mode is LocalQueueMode.RELEASED:
             # The worker began to stop meanwhile and handed back what memory held then.
@@ -241,13 +282,13 @@ class LocalQueue:
             [(later, job) for job in expired]
             + [(max(expires_at, later), job) for expires_at, job in self._jobs]
         )
-        self.mode = LocalQueueMode.WAITING
+        self._set_mode(LocalQueueMode.WAITING)
 
     async def release(self) -> None:
         """Stop for good: hand back everything in memory; call in a shielded scope."""
         if self.mode is LocalQueueMode.RELEASED:
             return
-        self.mode = LocalQueueMode.RELEASED
+        self._set_mode(LocalQueueMode.RELEASED)
         self._delay_until = None
         jobs = [job for _, job in self._jobs]
         self._jobs.clear()
@@ -298,4 +339,6 @@ class LocalQueue:
                 )
                 return False
         self._logger.debug("Handed back %d job(s) from the local queue: %s", len(jobs), why)
+        if self._emit is not None:
+            self._emit(LocalQueueReturned(self._worker_id, tuple(job.id for job in jobs), why))
         return True

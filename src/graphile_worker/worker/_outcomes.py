@@ -23,12 +23,12 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 from .._error_text import error_text
+from .._log_fields import job_fields
 from ..errors import DatabaseError
 from ..hooks import JobComplete, JobFail, JobPermanentlyFail
 from ..sql.worker import FailureSpec, Released
 from ._batcher import GIVEN_UP_FATE, RETRY_MAX_DELAY, RETRY_WINDOW, Batcher, worth_retrying
 from ._execute import log_outcome
-from ._log_fields import job_fields
 
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup
@@ -240,7 +240,7 @@ class OutcomeRecorder:
 
     async def _completions_recorded(self, items: list[_Success], deleted: set[int]) -> None:
         self.completed += len(items)
-        if self._hooks:
+        if self._hooks and self._hooks.watching(JobComplete):
             for item in items:
                 await self._hooks.notify(JobComplete(self._worker_id, item.job, item.duration))
 

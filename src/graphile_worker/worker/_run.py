@@ -33,15 +33,26 @@ import anyio
 import sniffio
 from anyio.abc import TaskGroup, TaskStatus
 
+from .._log_fields import job_fields
 from ..errors import ConnectionLostError, DatabaseError
-from ..hooks import JobFetch, JobInterrupted, WorkerShutdown, WorkerStart
+from ..hooks import (
+    Event,
+    JobFetch,
+    JobInterrupted,
+    LocalQueueFetched,
+    LocalQueueInit,
+    LocalQueueModeChange,
+    LocalQueueRefetchDelay,
+    LocalQueueReturned,
+    WorkerShutdown,
+    WorkerStart,
+)
 from ._context import AbortSignal, JobContext
 from ._cron import CronScheduler
 from ._execute import attempt_job
 from ._fetch import JobSource
 from ._listen import listen_for_jobs
 from ._local_queue import LocalQueue
-from ._log_fields import job_fields
 from ._options import RunOnceSummary
 from ._outcomes import OutcomeRecorder
 from ._presence import Presence
@@ -116,10 +127,26 @@ class WorkerRun:
             use_local_time=options.use_local_time,
             logger=logger,
         )
+        # Local-queue events are built only when an observer watches them; the queue hands
+        # them over synchronously and the claim loop delivers them (_deliver_events).
+        self._events: list[Event] = []
+        watched = hooks.observes(
+            LocalQueueInit,
+            LocalQueueModeChange,
+            LocalQueueFetched,
+            LocalQueueReturned,
+            LocalQueueRefetchDelay,
+        )
         self._local_queue = (
             None
             if options.local_queue is None
-            else LocalQueue(options.local_queue, self._source, logger)
+            else LocalQueue(
+                options.local_queue,
+                self._source,
+                logger,
+                emit=self._events.append if watched else None,
+                worker_id=worker_id,
+            )
         )
         self._outcomes = OutcomeRecorder(
             source=self._source,
@@ -381,6 +408,14 @@ class WorkerRun:
         if self._local_queue is not None:
             with anyio.CancelScope(shield=True):
                 await self._local_queue.release()
+                await self._deliver_events()
+
+    async def _deliver_events(self) -> None:
+        """Tell observers the local-queue events collected since the last delivery."""
+        while self._events:
+            events, self._events[:] = list(self._events), []
+            for event in events:
+                await self._hooks.notify(event)
 
     def _take_from_memory(self) -> Job | None:
         """A slot's next job straight from the local queue's memory, if it has one."""
@@ -449,6 +484,8 @@ class WorkerRun:
         while not self.stopping:
             if self._wake.is_set():  # renewed before claiming: a wake-up during it counts
                 self._wake = anyio.Event()
+            if self._events:
+                await self._deliver_events()
             free = options.concurrency - len(self._running) - len(self._held)
             timeout: float | None = None
             if local_queue is not None:
@@ -568,7 +605,7 @@ class WorkerRun:
         if self._presence is not None:
             self._presence.job_started()
         try:
-            if self._hooks:
+            if self._hooks and self._hooks.watching(JobFetch):
                 await self._hooks.notify(JobFetch(self._worker_id, job))
             attempt = await attempt_job(
                 job,

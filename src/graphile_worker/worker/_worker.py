@@ -26,6 +26,8 @@ from ..drivers.base import DatabaseDriver
 from ..hooks import WorkerInit
 from ..hooks._dispatch import Hooks
 from ..migrations import migrate, require_migrated
+from ..sql._statement import run_async
+from ..sql.grants import check_worker_access
 from ._options import RunOnceSummary, WorkerOptions
 from ._run import WorkerRun
 
@@ -204,6 +206,13 @@ class Worker:
             if self._hooks:
                 await self._hooks.notify(WorkerInit(self._worker_id))
             async with self._open_driver() as driver:
+                # Before migrating: a role without grants would fail there, less clearly.
+                access = check_worker_access(
+                    self._options.schema,
+                    cron=continuous and bool(self._options.cron_items),
+                    recovery=self._options.recovery is not None,
+                )
+                await run_async(access, driver)
                 if self._options.migrate:
                     await migrate(driver, schema=self._options.schema)
                 else:
