@@ -32,6 +32,11 @@ TEST_DEPENDENCIES = [
     "starlette",
     "httpx",
     "pydantic",
+    # The admin's browser tests drive the distribution's Chromium (/usr/bin/chromium).
+    "playwright",
+    # The tracing tests record spans with the SDK's in-memory exporter (the otel extra
+    # installs the API only).
+    "opentelemetry-sdk",
 ]
 PER_TEST_TIMEOUT_SECONDS = 180
 
@@ -87,7 +92,9 @@ def bench(session: nox.Session) -> None:
     the npm package pinned in tests/node (``npm ci`` there) and is skipped without it.
     """
     # trio runs the psycopg-threaded/trio figures; the drivers come with the "all" extra.
-    install_project(session, "trio")
+    # httpx calls the admin app in-process for the admin figure (--only admin).
+    # opentelemetry-sdk records spans for tests/benchmarks/otel_overhead.py.
+    install_project(session, "trio", "httpx", "opentelemetry-sdk")
     session.run("python", "-m", "tests.benchmarks", *session.posargs)
 
 
@@ -108,6 +115,7 @@ def typing(session: nox.Session) -> None:
     score and exits non-zero when it reports errors (public symbols whose type it cannot
     determine), which fails the session.
     """
-    install_project(session, MYPY, PYRIGHT)
+    # graphile_worker.testing is a pytest plugin: checking it needs pytest's types.
+    install_project(session, MYPY, PYRIGHT, "pytest>=8")
     session.run("mypy", "--strict", "src", "tests/typing")
     session.run("pyright", "--verifytypes", "graphile_worker", "--ignoreexternal")

@@ -11,11 +11,13 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
+import anyio
 import pytest
 
 from graphile_worker import (
     JobCounts,
     JobState,
+    KnownCrontab,
     LockHolder,
     QueueInfo,
     QueueStats,
@@ -24,6 +26,7 @@ from graphile_worker import (
     WorkerUtils,
 )
 from graphile_worker.errors import ConfigurationError
+from graphile_worker.inspection import JobActivity
 from graphile_worker.spec import JobSpec
 
 if TYPE_CHECKING:
@@ -426,3 +429,106 @@ def _plain(counts: JobCounts) -> dict[str, int]:
         "retrying": counts.retrying,
         "failed": counts.failed,
     }
+
+
+# ------------------------------------------------- job_ids, known_crontabs, job_activity
+
+
+async def test_job_ids_lists_every_matching_job_newest_first(
+    driver: DatabaseDriver, seeded: dict[str, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    utils = WorkerUtils(driver)
+    assert await utils.job_ids() == sorted(seeded.values(), reverse=True)
+    for state in JobState:
+        ids = await utils.job_ids(state=state)
+        assert _names(seeded, ids) == _expected(state), state
+        assert ids == sorted(ids, reverse=True)
+    assert _names(seeded, await utils.job_ids(task="gamma", queue="q1")) == {"retrying_ready"}
+    assert _names(seeded, await utils.job_ids(flags=["eu"])) == {"ready"}
+    assert await utils.job_ids(key="no_such_key") == []
+    # Read in pages of at most 10,000 ids; with tiny pages, none is missed or repeated.
+    monkeypatch.setattr("graphile_worker.utils._ID_PAGE", 3)
+    assert await utils.job_ids() == sorted(seeded.values(), reverse=True)
+    assert _names(seeded, await utils.job_ids(state=["ready", "failed"])) == _expected(
+        JobState.READY
+    ) | _expected(JobState.FAILED)
+    with pytest.raises(ConfigurationError, match="unknown job state 'done'"):
+        await utils.job_ids(state="done")
+
+
+async def test_known_crontabs_lists_every_identifier(
+    driver: DatabaseDriver, sync_connection: psycopg.Connection[Any]
+) -> None:
+    utils = WorkerUtils(driver)
+    assert await utils.known_crontabs() == []
+    _insert_known_crontabs(sync_connection)
+    assert await utils.known_crontabs() == EXPECTED_CRONTABS
+
+
+async def test_job_activity_counts_jobs_added_and_removed(
+    driver: DatabaseDriver, sync_connection: psycopg.Connection[Any]
+) -> None:
+    utils = WorkerUtils(driver)
+    start = await utils.job_activity()
+    assert isinstance(start, JobActivity)
+    assert start.as_of.tzinfo is not None
+    # Changed over the separate connection, which then publishes its table counters at
+    # once (PostgreSQL 15+; older servers publish them within about a second when idle).
+    writer = SyncWorkerUtils(sync_connection)
+    added = writer.add_jobs([("counted", {"n": n}) for n in range(3)])
+    writer.complete_jobs([added[0].id, added[1].id])
+    _publish_table_counters(sync_connection)
+    with anyio.fail_after(15):
+        while True:
+            now = await utils.job_activity()
+            if now.added >= start.added + 3 and now.removed >= start.removed + 2:
+                break
+            await anyio.sleep(0.05)
+    assert now.as_of >= start.as_of
+    # Nothing else touched the table: the counters moved by exactly what was done.
+    assert (now.added - start.added, now.removed - start.removed) == (3, 2)
+
+
+def test_sync_twin_job_ids_known_crontabs_and_job_activity(
+    sync_connection: psycopg.Connection[Any],
+) -> None:
+    ids = seed(sync_connection)
+    utils = SyncWorkerUtils(sync_connection)
+    assert utils.job_ids() == sorted(ids.values(), reverse=True)
+    assert _names(ids, utils.job_ids(state="locked")) == _expected(JobState.LOCKED)
+    with pytest.raises(ConfigurationError, match="unknown job state 'done'"):
+        utils.job_ids(state="done")
+    _insert_known_crontabs(sync_connection)
+    assert utils.known_crontabs() == EXPECTED_CRONTABS
+    activity = utils.job_activity()
+    assert isinstance(activity, JobActivity)
+    assert activity.added >= 0
+    assert activity.removed >= 0
+    assert activity.as_of.tzinfo is not None
+
+
+EXPECTED_CRONTABS = [
+    KnownCrontab(
+        identifier="hourly",
+        known_since=datetime(2030, 1, 1, tzinfo=timezone.utc),
+        last_execution=datetime(2030, 1, 2, 5, 0, tzinfo=timezone.utc),
+    ),
+    KnownCrontab(
+        identifier="nightly",
+        known_since=datetime(2029, 6, 1, tzinfo=timezone.utc),
+        last_execution=None,
+    ),
+]
+
+
+def _publish_table_counters(connection: psycopg.Connection[Any]) -> None:
+    if connection.info.server_version >= 150000:
+        connection.execute("select pg_stat_force_next_flush()")
+
+
+def _insert_known_crontabs(connection: psycopg.Connection[Any]) -> None:
+    connection.execute(
+        "insert into graphile_worker._private_known_crontabs (identifier, known_since,"
+        " last_execution) values ('nightly', '2029-06-01T00:00Z', null),"
+        " ('hourly', '2030-01-01T00:00Z', '2030-01-02T05:00Z')"
+    )

@@ -26,7 +26,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("errors",),
     ("_validate",),  # the checks job options share
     ("spec",),
-    ("inspection",),  # read-only snapshots of the queue, which sql decodes into
+    ("inspection", "_log_fields"),  # queue snapshots, which sql decodes into; log fields
     ("_payload",),  # a job on its way in: payload JSON, identifier, spec
     ("sql",),  # statements, operations and the runners that drive them
     ("drivers",),
@@ -37,9 +37,12 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("context",),
     ("task",),
     ("crontab", "hooks"),
-    ("sqlalchemy", "alembic_support", "embedded"),  # integrations with other tools
+    ("sqlalchemy", "alembic_support", "embedded", "otel"),  # integrations with other tools
+    ("prometheus",),  # metrics from hooks, queue depth from utils (prometheus extra)
     ("worker",),
+    ("testing",),  # fixtures and runners for users' tests, over the worker and embedded
     ("_demo",),
+    ("admin",),  # the optional web admin (Starlette); `graphile-worker admin` serves it
     ("cli",),
     ("__init__",),  # the package's own __init__: the public facade, imported by nobody
 )

@@ -26,10 +26,12 @@ from graphile_worker.migrations.catalog import QUEUE_ORDER_INDEX
 SCHEMA = "Migrator Tests"
 AUDIT_STEP = ExtensionStep(
     id="0001_job_audit",
+    requires=20,
     sql="create table {schema}.job_audit (id bigint primary key, note text not null);",
 )
 AUDIT_INDEX_STEP = ExtensionStep(
     id="0002_job_audit_note_index",
+    requires=20,
     sql="create index job_audit_note_idx on {schema}.job_audit (note);",
 )
 
@@ -136,7 +138,9 @@ class TestSyncMigrator:
     def test_failing_extension_step_rolls_back_and_is_not_recorded(
         self, empty_connection: psycopg.Connection[Any]
     ) -> None:
-        broken = ExtensionStep(id="0001_broken", sql="create table {schema}.x (id nonsense_type);")
+        broken = ExtensionStep(
+            id="0001_broken", sql="create table {schema}.x (id nonsense_type);", requires=20
+        )
         executor = PsycopgSyncExecutor(empty_connection)
         with pytest.raises(QueryError) as caught:
             migrate_sync(executor, schema=SCHEMA, extensions=[broken])
@@ -199,7 +203,7 @@ class TestAsyncMigrator:
     ) -> None:
         from graphile_worker.drivers import create_driver
 
-        broken = ExtensionStep(id="0001_broken", sql="select 1/0;")
+        broken = ExtensionStep(id="0001_broken", sql="select 1/0;", requires=20)
         driver = await create_driver(empty_database_url, driver=driver_name)
         try:
             with pytest.raises(QueryError) as caught:

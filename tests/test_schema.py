@@ -33,7 +33,7 @@ from graphile_worker.sql import quote_identifier
 CUSTOM_SCHEMA = 'Custom "Jobs"'
 _DIALECT = postgresql.dialect()
 # Creates our extension ledger, which only exists once some extension step was applied.
-_PROBE_STEP = ExtensionStep(id="test_schema_probe", sql="select 1")
+_PROBE_STEP = ExtensionStep(id="test_schema_probe", sql="select 1", requires=20)
 
 
 def _sqlalchemy_url(database_url: str, driver: str) -> str:

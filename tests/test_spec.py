@@ -94,6 +94,13 @@ class TestJobSpecRefuses:
             ({"priority": "1"}, "priority must be an int, not str"),
             ({"run_at": datetime(2030, 1, 1)}, "naive datetime"),
             ({"run_at": "2030-01-01T00:00:00Z"}, "run_at must be a datetime"),
+            # asyncpg would store these as -infinity and infinity.
+            ({"run_at": datetime.min.replace(tzinfo=timezone.utc)}, "out of range"),
+            ({"run_at": datetime.max.replace(tzinfo=timezone.utc)}, "out of range"),
+            (
+                {"run_at": datetime(9999, 12, 31, 23, tzinfo=timezone(-timedelta(hours=12)))},
+                "out of range; give a time from the year 2 to 9999",
+            ),
             ({"job_key": ""}, "job_key must not be empty"),
             ({"job_key": "k" * 513}, "job_key must be at most 512 characters"),
             ({"job_key": "a\x00b"}, "NUL"),

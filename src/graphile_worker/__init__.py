@@ -31,6 +31,7 @@ from .errors import (
     GraphileWorkerError,
     HookError,
     IncompatibleSchemaError,
+    InsufficientPrivilegeError,
     InvalidJobSpecError,
     InvalidSchemaNameError,
     JobAbortedError,
@@ -45,10 +46,20 @@ from .errors import (
     UnsupportedPostgresVersionError,
 )
 from .hooks import Observer, Plugin
-from .inspection import JobCounts, JobPage, JobState, LockHolder, QueueInfo, QueueStats
+from .inspection import (
+    JobActivity,
+    JobCounts,
+    JobPage,
+    JobState,
+    KnownCrontab,
+    LockHolder,
+    QueueInfo,
+    QueueStats,
+)
 from .migrations import LATEST_MIGRATION, MigrationReport, migrate, migrate_sync
 from .recovery import RecoveryOptions, SweepReport, WorkerInfo
 from .spec import JSON, CleanupTask, Job, JobKeyMode, JobSpec, TypedPayload
+from .sql.grants import GrantReport
 from .task import BatchResult, Task, TaskRegistry, load_tasks, task
 from .utils import JobInput, SyncWorkerUtils, WorkerUtils
 from .worker import (
@@ -111,13 +122,16 @@ __all__ = [
     "DatabaseDriver",
     "DatabaseError",
     "DriverUnavailableError",
+    "GrantReport",
     "GraphileWorkerError",
     "HookError",
     "IncompatibleSchemaError",
+    "InsufficientPrivilegeError",
     "InvalidJobSpecError",
     "InvalidSchemaNameError",
     "Job",
     "JobAbortedError",
+    "JobActivity",
     "JobCounts",
     "JobError",
     "JobInput",
@@ -125,6 +139,7 @@ __all__ = [
     "JobPage",
     "JobSpec",
     "JobState",
+    "KnownCrontab",
     "LocalQueueOptions",
     "LockHolder",
     "LockedJobsError",

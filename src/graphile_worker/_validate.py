@@ -17,7 +17,7 @@ A check returns the value it accepted, typed.
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Final, TypeAlias, TypeVar
 
 from .errors import ConfigurationError
@@ -189,7 +189,20 @@ def check_aware_datetime(name: str, value: object, *, error: ErrorType) -> datet
             f"{name} {value!r} is a naive datetime; give it a time zone, for example "
             "datetime.now(timezone.utc)"
         )
+    # Python's first and last moments are not times a driver sends as such: asyncpg writes
+    # them as -infinity/infinity, which later reads back without a time zone.
+    try:
+        utc = value.astimezone(timezone.utc)
+    except OverflowError:
+        utc = None
+    if utc is None or utc.year < 2 or utc >= _LAST_MOMENT:
+        raise error(
+            f"{name} {value.isoformat()} is out of range; give a time from the year 2 to 9999 (UTC)"
+        )
     return value
+
+
+_LAST_MOMENT = datetime.max.replace(tzinfo=timezone.utc)
 
 
 def _plain(value: object) -> object:

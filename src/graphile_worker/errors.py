@@ -12,6 +12,8 @@ The tree, so that callers can pick how broadly to catch:
         * ``TaskDefinitionError`` - a task handler or task module that cannot be registered
         * ``CrontabError`` - a crontab line or cron item that cannot be scheduled; names the
           line, column and offending text
+        * ``InsufficientPrivilegeError`` - the database role lacks a grant, or row-level
+          security hides the rows, that the worker needs; names the role and the fix
     * ``DatabaseError`` - PostgreSQL or the driver reported a failure
         * ``ConnectionLostError`` - the connection broke or could not be opened
         * ``QueryError`` - the server rejected a statement; ``sqlstate`` says why
@@ -52,6 +54,7 @@ __all__ = [
     "GraphileWorkerError",
     "HookError",
     "IncompatibleSchemaError",
+    "InsufficientPrivilegeError",
     "InvalidJobSpecError",
     "InvalidSchemaNameError",
     "JobAbortedError",
@@ -86,6 +89,23 @@ class InvalidJobSpecError(ConfigurationError):
 
 class DriverUnavailableError(ConfigurationError):
     """The requested database driver is not installed or cannot run on this async runtime."""
+
+
+class InsufficientPrivilegeError(ConfigurationError):
+    """The connected role cannot do what the worker needs in the schema; found at start-up.
+
+    Raised before the first job is claimed, because the most common cause fails silently:
+    row-level security, which Node's migrations enable on the job tables, hides every row
+    from a role that neither owns them nor has a policy, so the worker would run nothing.
+    ``role`` and ``schema`` name what was checked; ``problems`` lists each missing grant or
+    policy. ``graphile-worker grant <role>`` (run as the schema's owner) fixes all of them.
+    """
+
+    def __init__(self, message: str, *, role: str, schema: str, problems: Sequence[str]) -> None:
+        super().__init__(message)
+        self.role = role
+        self.schema = schema
+        self.problems: tuple[str, ...] = tuple(problems)
 
 
 class DatabaseError(GraphileWorkerError):

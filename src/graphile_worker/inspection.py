@@ -23,7 +23,16 @@ from typing import final
 
 from .spec import Job
 
-__all__ = ["JobCounts", "JobPage", "JobState", "LockHolder", "QueueInfo", "QueueStats"]
+__all__ = [
+    "JobActivity",
+    "JobCounts",
+    "JobPage",
+    "JobState",
+    "KnownCrontab",
+    "LockHolder",
+    "QueueInfo",
+    "QueueStats",
+]
 
 
 class JobState(str, Enum):
@@ -178,3 +187,46 @@ class LockHolder:
     oldest_lock_at: datetime
     registered: bool
     alive: bool | None
+
+
+@final
+@dataclasses.dataclass(frozen=True, slots=True)
+class KnownCrontab:
+    """A cron identifier some scheduler (Node's or ours) has registered.
+
+    Attributes:
+        identifier: The crontab entry's identifier (its ``id`` option, else its task).
+        known_since: When a scheduler first saw it; a backfill never reaches before it.
+        last_execution: The latest minute a job was scheduled for, by any scheduler, or
+            ``None`` if none has been yet.
+    """
+
+    identifier: str
+    known_since: datetime
+    last_execution: datetime | None
+
+
+@final
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class JobActivity:
+    """PostgreSQL's running totals of rows added to and removed from the jobs table.
+
+    The counters (``n_tup_ins`` and ``n_tup_del`` of ``pg_stat_user_tables``) only grow,
+    from the last statistics reset, so one reading says little: subtract two readings to
+    get how many jobs were added and finished in between, which is how the admin's
+    throughput chart works. Reading them costs nothing, unlike counting jobs. Each
+    connection reports its changes to them a little later (up to about ten seconds on an
+    idle connection), and a statistics reset (or a server crash) starts them again from
+    zero.
+
+    Attributes:
+        as_of: The database's ``now()`` when they were read.
+        added: Jobs inserted (``add_job`` and friends; a job key replacing a waiting job
+            updates it instead, and is not counted).
+        removed: Jobs deleted: completed by a worker, or removed (``complete_jobs``,
+            ``remove_job``, cleanup of permanently failed jobs).
+    """
+
+    as_of: datetime
+    added: int
+    removed: int

@@ -20,18 +20,29 @@ import sys
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeAlias, Union, cast, overload
 
-from ._payload import PreparedJob, identifier_of, prepare_job
+from ._payload import JOB_DECORATORS, PreparedJob, identifier_of, prepare_job
 from ._validate import check_task_identifier
 from .drivers.base import AsyncExecutor, DatabaseDriver, SyncExecutor
 from .errors import ConfigurationError, InvalidJobSpecError
-from .inspection import JobPage, JobState, LockHolder, QueueInfo, QueueStats
+from .inspection import (
+    JobActivity,
+    JobPage,
+    JobState,
+    KnownCrontab,
+    LockHolder,
+    QueueInfo,
+    QueueStats,
+)
 from .migrations import MigrationReport, migrate, migrate_sync
 from .recovery import SweepReport, WorkerInfo, list_workers, list_workers_sync, sweep, sweep_sync
 from .spec import CleanupTask, Job, JobSpec, TypedPayload
 from .sql import DEFAULT_SCHEMA, maintenance, quote_identifier
+from .sql import cron as cron_sql
+from .sql import grants as grants_sql
 from .sql import inspect as inspect_sql
 from .sql import jobs as jobs_sql
 from .sql._statement import Operation, run_async, run_sync
+from .sql.grants import GrantReport
 
 if TYPE_CHECKING:
     from collections.abc import Collection
@@ -146,6 +157,8 @@ def _prepare_batch(entries: Iterable[JobInput]) -> jobs_sql.JobBatch:
     that fails, goes through :func:`_prepare_many` from the start, so errors (and which
     job they name first) are exactly those of preparing job by job.
     """
+    if JOB_DECORATORS:  # each payload must pass through them on its own
+        return jobs_sql.JobBatch.of(_prepare_many(entries))
     if type(entries) is not list:
         lone_entry = isinstance(entries, tuple) and bool(entries) and isinstance(entries[0], str)
         if isinstance(entries, (str, bytes)) or lone_entry or _is_typed(entries):
@@ -380,6 +393,33 @@ class _UtilsBase:
         )
         return inspect_sql.list_jobs(self._schema, checked)
 
+    def _job_ids(
+        self,
+        state: JobState | str | Iterable[JobState | str] | None,
+        task: str | None,
+        queue: str | None,
+        flags: Collection[str] | None,
+        key: str | None,
+        older_than: datetime | timedelta | None,
+        newer_than: datetime | timedelta | None,
+    ) -> Operation[list[int]]:
+        # Checked here, before the generator runs, so a bad filter fails before any page.
+        checked = inspect_sql.list_filter(
+            state=state,
+            task=task,
+            queue=queue,
+            flags=flags,
+            key=key,
+            older_than=older_than,
+            newer_than=newer_than,
+        )
+        return inspect_sql.job_ids(self._schema, checked, page_size=_ID_PAGE)
+
+
+_ID_PAGE = 100_000
+"""Ids read per statement by ``job_ids``: few enough to keep memory small, and more than
+most filters match, so those are answered by one statement."""
+
 
 class WorkerUtils(_UtilsBase):
     """Add and administer jobs from async code (asyncio or trio, depending on the driver).
@@ -594,6 +634,34 @@ class WorkerUtils(_UtilsBase):
         )
         return await run_async(operation, self._executor)
 
+    async def job_ids(
+        self,
+        *,
+        state: JobState | str | Iterable[JobState | str] | None = None,
+        task: str | None = None,
+        queue: str | None = None,
+        flags: Collection[str] | None = None,
+        key: str | None = None,
+        older_than: datetime | timedelta | None = None,
+        newer_than: datetime | timedelta | None = None,
+    ) -> list[int]:
+        """The id of every job the filters of :meth:`list_jobs` select, newest first.
+
+        What a bulk change acts on (``jobs retry --state failed``, the admin's bulk
+        actions): pass the ids to :meth:`reschedule_jobs`, :meth:`permanently_fail_jobs` or
+        :meth:`complete_jobs`, which skip jobs a worker holds. Read page by page, so a
+        job added meanwhile may be missed, and none is listed twice.
+
+        Raises:
+            ConfigurationError: a filter is invalid (nothing was sent).
+        """
+        operation = self._job_ids(state, task, queue, flags, key, older_than, newer_than)
+        return await run_async(operation, self._executor)
+
+    async def known_crontabs(self) -> list[KnownCrontab]:
+        """Every cron identifier a scheduler has registered, by identifier, with its last run."""
+        return await run_async(cron_sql.known_crontabs(self._schema), self._executor)
+
     async def stats(self) -> QueueStats:
         """Job counts by state, in total, per task and per named queue, in one pass.
 
@@ -602,6 +670,14 @@ class WorkerUtils(_UtilsBase):
         million jobs on a small server with default settings.
         """
         return await run_async(inspect_sql.stats(self._schema), self._executor)
+
+    async def job_activity(self) -> JobActivity:
+        """PostgreSQL's running totals of jobs added and removed, read without counting jobs.
+
+        Take two readings and subtract them for the jobs added and finished in between (the
+        admin's throughput chart does); see :class:`~graphile_worker.inspection.JobActivity`.
+        """
+        return await run_async(inspect_sql.job_activity(self._schema), self._executor)
 
     async def queues(self) -> list[QueueInfo]:
         """Every named queue, by name: who holds its lock, since when, and its job counts."""
@@ -620,6 +696,28 @@ class WorkerUtils(_UtilsBase):
         return await migrate(
             self._executor, schema=self._schema, in_transaction=self._in_transaction
         )
+
+    async def grant(
+        self, role: str, *, read_only: bool = False, dry_run: bool = False
+    ) -> GrantReport:
+        """Let ``role``, which does not own the schema, run workers and add jobs.
+
+        Grants what a worker and these utilities use, and creates the row-level security
+        policies without which such a role sees no job at all (Node's migrations enable
+        row-level security and create no policy). With ``read_only``, only what a dashboard
+        or monitoring needs: reading, no adding. Run it as the schema's owner; repeating it
+        is harmless, and it should be repeated after a migration adds tables. See
+        :mod:`graphile_worker.sql.grants` for the exact model.
+
+        Args:
+            dry_run: Return the SQL without running it (an unprivileged role may ask too).
+
+        Raises:
+            ConfigurationError: the role does not exist, or the schema is not installed.
+            InsufficientPrivilegeError: the connected role does not own the schema.
+        """
+        operation = grants_sql.grant(self._schema, role, read_only=read_only, dry_run=dry_run)
+        return await run_async(operation, self._executor)
 
 
 class SyncWorkerUtils(_UtilsBase):
@@ -785,9 +883,32 @@ class SyncWorkerUtils(_UtilsBase):
         )
         return run_sync(operation, self._executor)
 
+    def job_ids(
+        self,
+        *,
+        state: JobState | str | Iterable[JobState | str] | None = None,
+        task: str | None = None,
+        queue: str | None = None,
+        flags: Collection[str] | None = None,
+        key: str | None = None,
+        older_than: datetime | timedelta | None = None,
+        newer_than: datetime | timedelta | None = None,
+    ) -> list[int]:
+        """See :meth:`WorkerUtils.job_ids`."""
+        operation = self._job_ids(state, task, queue, flags, key, older_than, newer_than)
+        return run_sync(operation, self._executor)
+
+    def known_crontabs(self) -> list[KnownCrontab]:
+        """See :meth:`WorkerUtils.known_crontabs`."""
+        return run_sync(cron_sql.known_crontabs(self._schema), self._executor)
+
     def stats(self) -> QueueStats:
         """Job counts by state, per task and per queue; see :meth:`WorkerUtils.stats`."""
         return run_sync(inspect_sql.stats(self._schema), self._executor)
+
+    def job_activity(self) -> JobActivity:
+        """Cumulative jobs added and removed; see :meth:`WorkerUtils.job_activity`."""
+        return run_sync(inspect_sql.job_activity(self._schema), self._executor)
 
     def queues(self) -> list[QueueInfo]:
         """Every named queue with its lock and job counts; see :meth:`WorkerUtils.queues`."""
@@ -802,3 +923,8 @@ class SyncWorkerUtils(_UtilsBase):
         return migrate_sync(
             self._executor, schema=self._schema, in_transaction=self._in_transaction()
         )
+
+    def grant(self, role: str, *, read_only: bool = False, dry_run: bool = False) -> GrantReport:
+        """Let ``role`` run workers (or only read); see :meth:`WorkerUtils.grant`."""
+        operation = grants_sql.grant(self._schema, role, read_only=read_only, dry_run=dry_run)
+        return run_sync(operation, self._executor)

@@ -13,6 +13,11 @@ import sys
 import time
 from collections.abc import Sequence
 
+from .admin_pages import FULL_JOBS as ADMIN_FULL_JOBS
+from .admin_pages import FULL_RUNS as ADMIN_FULL_RUNS
+from .admin_pages import QUICK_JOBS as ADMIN_QUICK_JOBS
+from .admin_pages import QUICK_RUNS as ADMIN_QUICK_RUNS
+from .admin_pages import admin_figures
 from .depth import FULL_DEPTHS, QUICK_DEPTHS, depth_figures
 from .drain import drain_figures, processes_figures
 from .enqueue import enqueue_figures
@@ -44,8 +49,13 @@ FIGURES = (
     "depth",
     "steady",
     "serial",
+    "admin",
 )
 """Names accepted by ``--only``, in the order the figures run."""
+
+OPT_IN_FIGURES = ("admin",)
+"""Figures that run only when ``--only`` names them: the admin pages need a million jobs
+(several minutes to build) and the admin extra."""
 
 FULL = {"jobs": 50_000, "runs": 3, "latency_jobs": 500, "single_calls": 2_000}
 QUICK = {"jobs": 5_000, "runs": 1, "latency_jobs": 100, "single_calls": 200}
@@ -118,7 +128,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--only",
         type=_figure_list,
         metavar="LIST",
-        help=f"comma-separated figures to run (default: all): {', '.join(FIGURES)}",
+        help=(
+            f"comma-separated figures to run (default: all but {', '.join(OPT_IN_FIGURES)}): "
+            f"{', '.join(FIGURES)}"
+        ),
     )
     parser.add_argument(
         "--jobs",
@@ -227,7 +240,7 @@ def run(arguments: argparse.Namespace) -> int:
     steady_seconds = arguments.steady_seconds or (
         QUICK_SECONDS if arguments.quick else FULL_SECONDS
     )
-    selected = arguments.only or list(FIGURES)
+    selected = arguments.only or [name for name in FIGURES if name not in OPT_IN_FIGURES]
     report = Report()
     features = detect_features()
     node_reason = node_available()
@@ -328,6 +341,13 @@ def run(arguments: argparse.Namespace) -> int:
                 runs=sizes["runs"],
                 node=node_for_comparisons,
                 pairs=arguments.pairs or short_pairs(features),
+            )
+        if "admin" in selected:
+            admin_figures(
+                report,
+                server,
+                jobs=ADMIN_QUICK_JOBS if arguments.quick else ADMIN_FULL_JOBS,
+                runs=ADMIN_QUICK_RUNS if arguments.quick else ADMIN_FULL_RUNS,
             )
     verdicts = evaluate(report)
     report.environment["load_average_at_end"] = load_average()

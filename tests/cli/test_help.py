@@ -23,6 +23,9 @@ COMMANDS = (
     "stats",
     "queues",
     "force-unlock",
+    "alembic",
+    "admin",
+    "grant",
 )
 
 

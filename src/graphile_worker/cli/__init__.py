@@ -1,6 +1,6 @@
 """The ``graphile-worker`` command line: ``run``, ``migrate``, ``add``, ``cleanup``, ``cron``,
-``demo``, and for operations ``jobs``, ``stats``, ``queues``, ``workers``, ``sweep`` and
-``force-unlock``.
+``demo``, and for operations ``jobs``, ``stats``, ``queues``, ``workers``, ``sweep``,
+``force-unlock`` and ``admin`` (the web app).
 
 ``main`` is the click group behind the console script (and ``python -m graphile_worker.cli``).
 Each command lives in its own ``_``-prefixed module and imports the heavy parts of the
@@ -13,10 +13,13 @@ from __future__ import annotations
 import click
 
 from ._add import add_command
+from ._admin import admin_command
+from ._alembic import alembic_group
 from ._cleanup import cleanup_command
 from ._common import LOG_LEVELS, CliGroup
 from ._cron import cron_group
 from ._demo import demo_command
+from ._grant import grant_command
 from ._jobs import force_unlock_command, jobs_group
 from ._logs import LOG_FORMATS
 from ._migrate import migrate_command
@@ -61,6 +64,7 @@ def main(log_level: str | None, log_format: str) -> None:
 
 main.add_command(run_command)
 main.add_command(migrate_command)
+main.add_command(grant_command)
 main.add_command(add_command)
 main.add_command(cleanup_command)
 main.add_command(cron_group)
@@ -71,3 +75,5 @@ main.add_command(jobs_group)
 main.add_command(stats_command)
 main.add_command(queues_command)
 main.add_command(force_unlock_command)
+main.add_command(admin_command)
+main.add_command(alembic_group)

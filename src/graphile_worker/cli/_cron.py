@@ -25,10 +25,12 @@ from ._common import (
     run_async,
     schema_option,
 )
+from ._output import with_utils
 
 if TYPE_CHECKING:
     from ..crontab import CronItem
-    from ..sql.cron import KnownCrontab
+    from ..inspection import KnownCrontab
+    from ..utils import WorkerUtils
 
 __all__ = ["DEFAULT_CRONTAB", "cron_group", "default_crontab", "describe_item", "format_minute"]
 
@@ -149,16 +151,10 @@ def check_command(file: Path, after: str | None, count: int) -> None:
 
 
 async def _known(connection: str | None, schema: str, driver: str) -> list[KnownCrontab]:
-    from ..drivers import create_driver
-    from ..sql._statement import perform_async
-    from ..sql.cron import bind_known_crontabs, decode_known_crontabs
+    async def read(utils: WorkerUtils) -> list[KnownCrontab]:
+        return await utils.known_crontabs()
 
-    # One statement: not prepared, so that it also works through PgBouncer (transaction mode).
-    async with create_driver(
-        connection, driver=driver, max_size=1, prepared_statements=False
-    ) as database:
-        rows = await perform_async(bind_known_crontabs(schema), database)
-    return list(decode_known_crontabs(rows).values())
+    return await with_utils(connection, schema, driver, read)
 
 
 @cron_group.command("list", short_help="Known cron identifiers and their last runs.")

@@ -76,10 +76,6 @@ def _job_ids(given: Iterable[int]) -> list[int]:
     return list(dict.fromkeys(given))
 
 
-_PAGE = 10_000
-"""Jobs read per statement when a filter selects the jobs to change."""
-
-
 @dataclass(frozen=True)
 class _Selection:
     """Which jobs a changing command acts on: ids given, or the jobs a filter matches."""
@@ -165,23 +161,14 @@ def _resolve(
         )
 
     async def matching(utils: WorkerUtils) -> list[int]:
-        ids: list[int] = []
-        after: int | None = None
-        while True:
-            page = await utils.list_jobs(
-                state=states,
-                task=selection.task,
-                queue=selection.queue,
-                flags=selection.flags or None,
-                older_than=older,
-                newer_than=newer,
-                limit=_PAGE,
-                after=after,
-            )
-            ids.extend(job.id for job in page.jobs)
-            if page.next_after is None:
-                return ids
-            after = page.next_after
+        return await utils.job_ids(
+            state=states,
+            task=selection.task,
+            queue=selection.queue,
+            flags=selection.flags or None,
+            older_than=older,
+            newer_than=newer,
+        )
 
     ids = run_async(lambda: with_utils(connection, schema, driver, matching), connection=connection)
     if ids and not selection.yes:

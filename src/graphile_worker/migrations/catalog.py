@@ -64,12 +64,14 @@ class ExtensionStep:
     """An object of our own, applied once per schema after the numbered migrations.
 
     ``sql`` is a template with ``{schema}``; ``requires`` is the numbered migration the step
-    builds on, so that ``migrate(up_to=N)`` leaves out steps that need a newer schema.
+    builds on, so that ``migrate(up_to=N)`` leaves out steps that need a newer schema. It is
+    given explicitly for each step: a default of "the latest" would silently move existing
+    steps onto a newer Node migration once one is added.
     """
 
     id: str
     sql: str
-    requires: int = LATEST_MIGRATION
+    requires: int
 
     def render(self, schema: str) -> str:
         return render(self.sql, schema)
@@ -96,6 +98,7 @@ QUEUE_ORDER_INDEX = "_pyworker_jobs_queue_order"
 # keeps it from coming back.
 _QUEUE_ORDER_STEP = ExtensionStep(
     id="0001_jobs_queue_order_index",
+    requires=20,
     sql=f"""
 create index if not exists {QUEUE_ORDER_INDEX}
   on {{schema}}._private_jobs using btree (job_queue_id, priority, run_at, id)
@@ -115,6 +118,7 @@ create index if not exists {QUEUE_ORDER_INDEX}
 # each worker by what it declared. Row-level security is on, as on Node's private tables.
 _WORKER_REGISTRY_STEP = ExtensionStep(
     id="0002_worker_registry",
+    requires=20,
     sql=f"""
 create table if not exists {{schema}}.{WORKER_REGISTRY_TABLE} (
   worker_id text primary key,

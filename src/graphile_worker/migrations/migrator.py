@@ -133,6 +133,7 @@ create table if not exists {schema}._pyworker_migrations (
   ts timestamptz not null default now()
 )
 """
+_EXISTS = "select to_regclass(:name) is not null"
 _EXTENSIONS_DONE = "select id from {schema}._pyworker_migrations"
 _RECORD_EXTENSION = "insert into {schema}._pyworker_migrations (id) values (:id)"
 
@@ -214,7 +215,11 @@ def _migration_plan(
     if wanted:
         yield _Begin()
         yield lock
-        yield Statement("execute", sql(_EXTENSION_LEDGER))
+        # Created only when missing: "create table if not exists" needs CREATE on the schema
+        # even when the table exists, which a worker running as a granted role has not.
+        extension_ledger = f"{quote_identifier(schema)}._pyworker_migrations"
+        if not (yield Statement("fetchval", _EXISTS, {"name": extension_ledger})):
+            yield Statement("execute", sql(_EXTENSION_LEDGER))
         rows = yield Statement("fetch", sql(_EXTENSIONS_DONE))
         done = {row["id"] for row in rows}
         for step in wanted:

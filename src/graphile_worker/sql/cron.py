@@ -25,9 +25,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from ..inspection import KnownCrontab
 from ..spec import JSON
 from . import render
-from ._statement import Row, Statement
+from ._statement import Operation, Row, Statement
 
 __all__ = [
     "CronJobSpec",
@@ -37,6 +38,7 @@ __all__ = [
     "bind_schedule_cron_jobs",
     "decode_known_crontabs",
     "decode_scheduled",
+    "known_crontabs",
 ]
 
 KNOWN_CRONTABS = """
@@ -140,18 +142,15 @@ class CronJobSpec:
         return {key: value for key, value in fields.items() if value is not None}
 
 
-@dataclass(frozen=True, slots=True)
-class KnownCrontab:
-    """A row of ``_private_known_crontabs``."""
-
-    identifier: str
-    known_since: datetime
-    last_execution: datetime | None
-
-
 def bind_known_crontabs(schema: str) -> Statement:
     """Every known cron identifier with ``known_since`` and ``last_execution``."""
     return Statement("fetch", render(KNOWN_CRONTABS, schema))
+
+
+def known_crontabs(schema: str) -> Operation[list[KnownCrontab]]:
+    """Every known cron identifier, by identifier (what ``WorkerUtils.known_crontabs`` runs)."""
+    rows: list[Row] = yield bind_known_crontabs(schema)
+    return list(decode_known_crontabs(rows).values())
 
 
 def decode_known_crontabs(rows: Iterable[Row]) -> dict[str, KnownCrontab]:

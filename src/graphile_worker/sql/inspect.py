@@ -23,7 +23,15 @@ from typing import Any
 from .._validate import check_aware_datetime, check_flags, check_job_key, check_queue_name
 from .._validate import check_task_identifier as _check_task
 from ..errors import ConfigurationError
-from ..inspection import JobCounts, JobPage, JobState, LockHolder, QueueInfo, QueueStats
+from ..inspection import (
+    JobActivity,
+    JobCounts,
+    JobPage,
+    JobState,
+    LockHolder,
+    QueueInfo,
+    QueueStats,
+)
 from ..spec import Job
 from . import quote_identifier, render
 from ._job_reader import job_reader
@@ -36,12 +44,16 @@ __all__ = [
     "ListFilter",
     "counts_from_row",
     "get_job",
+    "job_activity",
+    "job_ids",
     "list_filter",
     "list_jobs",
     "lock_holders",
     "merge_counts",
     "parse_states",
+    "payload_text",
     "queues",
+    "render_ids",
     "render_list",
     "stats",
 ]
@@ -59,8 +71,13 @@ STATE_CONDITIONS: dict[JobState, str] = {
     ),
     # A locked job on its last attempt has attempts = max_attempts already (the claim
     # counts the attempt), but it is running, not failed; Node's DELETE_PERMAFAILED_JOBS
-    # leaves it alone for the same reason.
-    JobState.FAILED: "(job.locked_at is null and job.attempts >= job.max_attempts)",
+    # leaves it alone for the same reason. Unlocked, is_available is false exactly when
+    # attempts >= max_attempts (its definition, Node migration 11). Said this way the
+    # planner estimates the share of failed jobs from is_available's statistics; it has none
+    # for one column compared with another and assumes a third of the table, so a search
+    # for all failed jobs walked the primary key through most of a million rows instead of
+    # reading the table once.
+    JobState.FAILED: "(job.is_available = false and job.locked_at is null)",
 }
 """The condition, on a ``_private_jobs`` row aliased ``job``, for each state."""
 
@@ -78,6 +95,9 @@ left join {schema}._private_job_queues as queue on queue.id = job.job_queue_id
 """
 
 GET_JOB = _SELECT_JOBS + "where job.id = CAST(:id AS bigint)\n"
+
+# Ids alone, without the names joined in or the payloads decoded: what a bulk change needs.
+_SELECT_IDS = "select job.id from {schema}._private_jobs as job\n"
 
 # Conditions list_jobs may add, by filter name; only these fixed texts ever reach the SQL.
 # Task and queue names become ids first (one index lookup each), so the jobs themselves are
@@ -186,6 +206,21 @@ select holders.worker_id, holders.locked_jobs, holders.locked_queues, holders.ol
   false as registered, CAST(NULL AS boolean) as alive
 from holders
 order by holders.worker_id
+"""
+
+# The cast to regclass fails (undefined table) when the schema holds no jobs table, as every
+# other read does; an existing table always has its statistics row.
+JOB_ACTIVITY = """
+select now() as as_of, stats.n_tup_ins as added, stats.n_tup_del as removed
+from pg_stat_user_tables as stats
+where stats.relid = CAST(CAST(:jobs_table AS text) AS regclass)
+"""
+
+# The payload as the database holds it, for a row whose JSON the driver could not decode.
+PAYLOAD_TEXT = """
+select CAST(job.payload AS text)
+from {schema}._private_jobs as job
+where job.id = CAST(:id AS bigint)
 """
 
 _HAS_REGISTRY = "select to_regclass(CAST(:name AS text)) is not null"
@@ -313,6 +348,12 @@ def render_list(schema: str, conditions: Sequence[str]) -> str:
     return render(_SELECT_JOBS + where + "order by job.id desc\nlimit :limit\n", schema)
 
 
+def render_ids(schema: str, conditions: Sequence[str]) -> str:
+    """The statement of one page of :func:`job_ids`: ids only, newest first."""
+    where = ("where " + "\n  and ".join(conditions) + "\n") if conditions else ""
+    return render(_SELECT_IDS + where + "order by job.id desc\nlimit :limit\n", schema)
+
+
 def _job(row: Row) -> Job:
     return _READ_JOB([row[name] for name in _JOB_FIELDS])
 
@@ -332,6 +373,29 @@ def list_jobs(schema: str, checked: ListFilter) -> Operation[JobPage]:
     jobs = tuple(_job(row) for row in rows[: checked.limit])
     next_after = jobs[-1].id if len(rows) > checked.limit else None
     return JobPage(jobs=jobs, next_after=next_after)
+
+
+def job_ids(schema: str, checked: ListFilter, *, page_size: int) -> Operation[list[int]]:
+    """The id of every job matching ``checked``, newest first, ``page_size`` ids a statement.
+
+    ``checked``'s own limit is ignored, and it must not hold ``after``: the pages are cut
+    here. Pages keep the memory a bulk change over a million jobs needs small, and most
+    filters match fewer jobs than a page, so one statement (one read of the table at worst)
+    answers them.
+    """
+    if "after" in checked.params:
+        raise ConfigurationError("job_ids() pages by itself; build its filter without after")
+    ids: list[int] = []
+    conditions = list(checked.conditions)
+    params = {**checked.params, "limit": page_size + 1}
+    while True:
+        rows: list[Row] = yield Statement("fetch", render_ids(schema, conditions), params)
+        ids.extend(row["id"] for row in rows[:page_size])
+        if len(rows) <= page_size:
+            return ids
+        if "after" not in params:
+            conditions.append(_FILTERS["after"])
+        params["after"] = ids[-1]
 
 
 def counts_from_row(row: Row, as_of: datetime) -> JobCounts:
@@ -425,3 +489,24 @@ def lock_holders(schema: str) -> Operation[list[LockHolder]]:
         )
         for row in rows
     ]
+
+
+def job_activity(schema: str) -> Operation[JobActivity]:
+    """The jobs table's cumulative insert and delete counters, with the database's time."""
+    jobs_table = f"{quote_identifier(schema)}._private_jobs"
+    row = yield Statement("fetchrow", JOB_ACTIVITY, {"jobs_table": jobs_table})
+    if row is None:  # pragma: no cover - every user table has a statistics row
+        as_of = yield Statement("fetchval", "select now()")
+        return JobActivity(as_of=as_of, added=0, removed=0)
+    return JobActivity(as_of=row["as_of"], added=int(row["added"]), removed=int(row["removed"]))
+
+
+def payload_text(schema: str, job_id: int) -> Operation[str | None]:
+    """The payload of job ``job_id`` as text, undecoded, or ``None`` if there is no such job.
+
+    What the admin shows for a payload that reads as an
+    :class:`~graphile_worker.UndecodableJson`: the text itself, which no decoder touched.
+    """
+    checked = _check_job_id("id", job_id)
+    text: str | None = yield Statement("fetchval", render(PAYLOAD_TEXT, schema), {"id": checked})
+    return text
