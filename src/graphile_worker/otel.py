@@ -41,11 +41,11 @@ try:
         TraceFlags,
         TraceState,
     )
-except ImportError as error:  # pragma: no cover - depends on the installed extras
+except ImportError as _missing:  # pragma: no cover - depends on the installed extras
     raise ImportError(
         "graphile_worker.otel needs the OpenTelemetry API: pip install 'graphile-worker[otel]'"
         " (plus an SDK, such as opentelemetry-sdk, to record spans)"
-    ) from error
+    ) from _missing
 
 from ._error_text import error_text
 from ._payload import JOB_DECORATORS

@@ -129,7 +129,7 @@ class PrometheusPlugin(Plugin, Observer):
                 "PrometheusPlugin reads queue depth with psycopg, which is not installed; "
                 "pip install graphile-worker[psycopg], or pass depth=False"
             )
-        self.registry = REGISTRY if registry is None else registry
+        self.registry: CollectorRegistry = REGISTRY if registry is None else registry
         self._worker_id: str | None = None
         self._shutdown_reason: str | None = None
         # Job id -> (monotonic start, its task's counts): failures carry no duration.
@@ -377,11 +377,11 @@ class DepthReading:
         outage: float | None,
         error: str | None,
     ) -> None:
-        self.stats = stats
-        self.age = age
-        self.errors = errors
-        self.outage = outage
-        self.error = error
+        self.stats: QueueStats | None = stats
+        self.age: float | None = age
+        self.errors: int = errors
+        self.outage: float | None = outage
+        self.error: str | None = error
 
 
 @final
@@ -411,7 +411,7 @@ class DepthReader:
         self._error: str | None = None
         self._errors = 0
         self._closed = False
-        self.reads = 0
+        self.reads: int = 0
         """Database reads begun; for tests and for curiosity."""
 
     def read(self) -> DepthReading:

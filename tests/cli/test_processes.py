@@ -301,7 +301,8 @@ class TestRunning:
             {"started": str(started), "done": str(done), "seconds": 600},
         )
         supervisor = start("--processes", "2", "-c", database_url, "--recovery-delay", "0")
-        wait_until(started.exists, "the slow job to start")
+        # The file exists a moment before the task has written its pid into it.
+        wait_until(lambda: started.exists() and started.read_text().split(), "the job to start")
         victim = int(started.read_text().split()[0])
         # A second after it starts, the worker reports the job running in the registry.
         wait_until(
