@@ -220,9 +220,17 @@ async def test_outcomes_waiting_in_a_batch_are_written_when_the_run_is_cancelled
         async with anyio.create_task_group() as group:
             group.start_soon(worker.run)
             await utils.add_jobs([("succeed", {"n": n}) for n in range(2)])
-            await eventually(lambda: len(together.runs) == 2)
+            # Both handlers have returned and their outcomes wait in the batch (a handler
+            # that has only started would be cancelled and released instead).
+            await eventually(lambda: waiting_outcomes(worker) == 2)
             group.cancel_scope.cancel()
     assert job_rows(sync_connection) == []
+
+
+def waiting_outcomes(worker: Worker) -> int:
+    """Outcomes the running worker holds in memory, not yet written."""
+    run = worker._run
+    return 0 if run is None else run._outcomes.unrecorded
 
 
 async def test_run_once_waits_for_a_batch_that_unlocks_a_named_queue(
