@@ -22,7 +22,7 @@ PACKAGE = "graphile_worker"
 SOURCE = Path(__file__).resolve().parents[1] / "src" / PACKAGE
 
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("_error_text", "_json"),  # no imports from the package at all
+    ("_error_text", "_json", "_humanize"),  # no imports from the package at all
     ("errors",),
     ("_validate",),  # the checks job options share
     ("spec",),

@@ -415,6 +415,9 @@ class _UtilsBase:
         )
         return inspect_sql.job_ids(self._schema, checked, page_size=_ID_PAGE)
 
+    def _grant(self, role: str, read_only: bool, dry_run: bool) -> Operation[GrantReport]:
+        return grants_sql.grant(self._schema, role, read_only=read_only, dry_run=dry_run)
+
 
 _ID_PAGE = 100_000
 """Ids read per statement by ``job_ids``: few enough to keep memory small, and more than
@@ -716,7 +719,7 @@ class WorkerUtils(_UtilsBase):
             ConfigurationError: the role does not exist, or the schema is not installed.
             InsufficientPrivilegeError: the connected role does not own the schema.
         """
-        operation = grants_sql.grant(self._schema, role, read_only=read_only, dry_run=dry_run)
+        operation = self._grant(role, read_only, dry_run)
         return await run_async(operation, self._executor)
 
 
@@ -926,5 +929,5 @@ class SyncWorkerUtils(_UtilsBase):
 
     def grant(self, role: str, *, read_only: bool = False, dry_run: bool = False) -> GrantReport:
         """Let ``role`` run workers (or only read); see :meth:`WorkerUtils.grant`."""
-        operation = grants_sql.grant(self._schema, role, read_only=read_only, dry_run=dry_run)
+        operation = self._grant(role, read_only, dry_run)
         return run_sync(operation, self._executor)

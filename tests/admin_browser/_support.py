@@ -13,7 +13,6 @@ import signal
 import socket
 import subprocess
 import sys
-import sysconfig
 import threading
 import time
 import uuid
@@ -24,7 +23,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import pytest
 
-import graphile_worker
+from ..chaos.harness import subprocess_environment
 
 if TYPE_CHECKING:
     from playwright.sync_api import (
@@ -138,32 +137,6 @@ class AdminServer:
         return self.url + path.lstrip("/")
 
 
-def _subprocess_environment() -> dict[str, str]:
-    """Our environment, importing the ``graphile_worker`` this test process imported.
-
-    PYTHONPATH entries are made absolute (engineers run ``PYTHONPATH=src``; the worker runs
-    in another directory), and the source tree in use goes first unless it is the installed
-    copy (nox installs the wheel).
-    """
-    environment = {
-        key: value
-        for key, value in os.environ.items()
-        if key not in {"DATABASE_URL", "GRAPHILE_WORKER_SCHEMA", "GRAPHILE_WORKER_LOG_LEVEL"}
-    }
-    entries = [
-        str(Path(entry).resolve())
-        for entry in os.environ.get("PYTHONPATH", "").split(os.pathsep)
-        if entry
-    ]
-    package_root = str(Path(graphile_worker.__file__).resolve().parent.parent)
-    installed = {str(Path(sysconfig.get_paths()[key]).resolve()) for key in ("purelib", "platlib")}
-    if package_root not in installed and package_root not in entries:
-        entries.insert(0, package_root)
-    if entries:
-        environment["PYTHONPATH"] = os.pathsep.join(entries)
-    return environment
-
-
 class WorkerProcess:
     """``graphile-worker run`` with :data:`TASKS_FILE` over one database, output to files."""
 
@@ -186,7 +159,7 @@ class WorkerProcess:
                 stdout=stderr,
                 stderr=stderr,
                 stdin=subprocess.DEVNULL,
-                env=_subprocess_environment(),
+                env=subprocess_environment({}),
                 cwd=directory,
             )  # fmt: skip
 

@@ -10,14 +10,13 @@ import subprocess
 import sys
 import textwrap
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 
+from ..test_prometheus import _get as get
 from .conftest import CliCall
 
 TASKS_SOURCE = textwrap.dedent(
@@ -42,14 +41,6 @@ def _free_port() -> int:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
         return port
-
-
-def _get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=10) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode()
 
 
 def _sample(text: str, line_start: str) -> float | None:
@@ -82,7 +73,7 @@ def test_serves_metrics_and_health_while_running(
             assert process.poll() is None, process.communicate()
             assert time.monotonic() < deadline, "/healthz never said the worker was up"
             try:
-                status, body = _get(f"{base}/healthz")
+                status, body = get(f"{base}/healthz")
             except OSError:  # not listening yet
                 status = 0
             time.sleep(0.05)
@@ -95,7 +86,7 @@ def test_serves_metrics_and_health_while_running(
         completed = 'graphile_worker_jobs_completed_total{task="metrics_ok"}'
         failed = 'graphile_worker_jobs_permanently_failed_total{task="metrics_fail"}'
         while True:
-            status, text = _get(f"{base}/metrics")
+            status, text = get(f"{base}/metrics")
             assert status == 200
             if _sample(text, completed) == 2 and _sample(text, failed) == 1:
                 break

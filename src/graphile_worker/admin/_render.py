@@ -10,7 +10,6 @@ live refresh swaps that in, keeping the navigation, the focus and the scroll pos
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Final
@@ -19,6 +18,7 @@ from urllib.parse import urlencode
 from jinja2 import Environment, PackageLoader, StrictUndefined
 from starlette.responses import HTMLResponse, RedirectResponse
 
+from .._humanize import age, relative
 from ._forms import flash_message
 
 if TYPE_CHECKING:
@@ -66,26 +66,7 @@ def _iso(moment: datetime | None) -> str:
 
 
 def _age(span: timedelta | None) -> str:
-    """A short span: ``42s``, ``7m``, ``3.5h``, ``2.0d``."""
-    if span is None:
-        return "-"
-    total = max(0.0, span.total_seconds())
-    if total < 120:
-        return f"{math.floor(total)}s"
-    if total < 7200:
-        return f"{math.floor(total / 60)}m"
-    if total < 172800:
-        return f"{total / 3600:.1f}h"
-    return f"{total / 86400:.1f}d"
-
-
-def _relative(moment: datetime | None, now: datetime) -> str:
-    if moment is None:
-        return "-"
-    delta = moment - now
-    if abs(delta) < timedelta(seconds=1):
-        return "now"
-    return f"in {_age(delta)}" if delta > timedelta(0) else f"{_age(-delta)} ago"
+    return "-" if span is None else age(span)
 
 
 def _number(value: int) -> str:
@@ -102,7 +83,7 @@ def make_templates() -> Environment:
         lstrip_blocks=True,
         auto_reload=False,
     )
-    environment.filters.update(when=_when, iso=_iso, age=_age, relative=_relative, number=_number)
+    environment.filters.update(when=_when, iso=_iso, age=_age, relative=relative, number=_number)
     return environment
 
 
