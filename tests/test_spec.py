@@ -162,10 +162,10 @@ class TestPayloadToJson:
     @pytest.mark.parametrize(
         ("value", "type_name"),
         [
-            ({1, 2}, "builtins.set"),
-            (Decimal("1.5"), "decimal.Decimal"),
-            (NOW, "datetime.datetime"),
-            (SendEmail, "builtins.type"),
+            (complex(1, 2), "builtins.complex"),
+            (Decimal("NaN"), "Decimal"),
+            (NOW.replace(tzinfo=None), "naive datetime"),
+            (SendEmail, "class SendEmail itself"),
             (object(), "builtins.object"),
         ],
     )
@@ -176,7 +176,7 @@ class TestPayloadToJson:
     def test_circular_payload(self) -> None:
         loop: list[object] = []
         loop.append(loop)
-        with pytest.raises(InvalidJobSpecError, match="Circular"):
+        with pytest.raises(InvalidJobSpecError, match="circular reference"):
             payload_to_json(loop)
 
     def test_unsupported_key_type(self) -> None:

@@ -9,10 +9,17 @@ adds the task's name and turns it into a :class:`~graphile_worker.PayloadDecodeE
 
 What can be decoded: ``Any``/``object``/:data:`~graphile_worker.JSON`/no annotation (the
 raw JSON), ``dict``/``Mapping``, ``list``/``Sequence``, ``tuple``, ``set``/``frozenset``,
-``str``/``int``/``float``/``bool``/``None``, unions and ``Optional``, ``Literal``, enums,
-``TypedDict`` (checked to be an object), ``NewType``, dataclasses (nested ones too) and
-pydantic v2 models. pydantic is never imported here: a class can only be a pydantic model if
-pydantic is already loaded, so looking it up in ``sys.modules`` is enough.
+``str``/``int``/``float``/``bool``/``None``, unions and ``Optional``, ``Literal`` (of enum
+members too), enums and flags (by value), ``TypedDict`` (checked to be an object),
+``NewType``, dataclasses (nested ones too) and pydantic v2 models; and, from the strings
+:func:`graphile_worker._payload.payload_to_json` writes for them (see
+:mod:`._decode_values`), ``datetime`` (an offset required: a naive one would mean a
+different instant on each worker), ``date``, ``time``, ``timedelta`` (also a number of
+seconds), ``UUID``, ``Decimal`` (also a JSON number) and ``bytes``/``bytearray`` (base64).
+Only the exact classes: a subclass of ``datetime`` cannot be built from the text.
+
+pydantic is never imported here: a class can only be a pydantic model if pydantic is already
+loaded, so looking it up in ``sys.modules`` is enough.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from typing import Any, Final, TypeAlias
 
 from ..errors import TaskDefinitionError
 from ..spec import JSON
+from ._decode_values import VALUE_FORMS, ValueForm
 
 __all__ = [
     "NO_ANNOTATION",
@@ -130,7 +138,7 @@ def type_name(annotation: object) -> str:
     if origin in _UNION_TYPES:
         return " | ".join(type_name(argument) for argument in arguments)
     if origin is typing.Literal:
-        return f"Literal[{', '.join(repr(argument) for argument in arguments)}]"
+        return f"Literal[{', '.join(_literal_name(argument) for argument in arguments)}]"
     if origin is typing.Annotated:
         return type_name(arguments[0])
     if origin is not None and arguments:
@@ -138,6 +146,12 @@ def type_name(annotation: object) -> str:
     if isinstance(annotation, type):
         return annotation.__qualname__
     return repr(annotation)
+
+
+def _literal_name(choice: object) -> str:
+    if isinstance(choice, enum.Enum):
+        return f"{type(choice).__qualname__}.{choice.name}"
+    return repr(choice)
 
 
 def compile_decoder(annotation: object, *, owner: str) -> Decoder:
@@ -262,6 +276,26 @@ _SCALARS: Final[Mapping[object, Decoder]] = {
 }
 
 
+def _value_decoder(form: ValueForm) -> Decoder:
+    parse, expected = form
+
+    def decode_value(value: object, path: str) -> object:
+        try:
+            return parse(value)
+        except ValueError as error:
+            reason = f": {error}" if str(error) else ""
+            raise DecodeFailure(
+                path, f"expected {expected}, got {describe_value(value)}{reason}"
+            ) from None
+
+    return decode_value
+
+
+_VALUES: Final[Mapping[object, Decoder]] = {
+    kind: _value_decoder(form) for kind, form in VALUE_FORMS.items()
+}
+
+
 class _Compiler:
     """Compiles annotations into decoders; remembers dataclasses so that cycles terminate."""
 
@@ -281,7 +315,7 @@ class _Compiler:
             or isinstance(annotation, (str, typing.ForwardRef, typing.TypeVar))
         ):
             return identity
-        scalar = _SCALARS.get(annotation)
+        scalar = _SCALARS.get(annotation) or _VALUES.get(annotation)
         if scalar is not None:
             return scalar
         origin = typing.get_origin(annotation)
@@ -314,8 +348,9 @@ class _Compiler:
                 return self._dataclass(annotation)
         raise TaskDefinitionError(
             f"{self.owner}: cannot build {type_name(annotation)} from a JSON payload; "
-            "annotate it with a dataclass, a pydantic model, a JSON type (dict, list, str, "
-            "int, float, bool, None) or Any"
+            "annotate it with a JSON type (dict, list, str, int, float, bool, None), datetime, "
+            "date, time, timedelta, UUID, Decimal, bytes, an Enum, Literal, a set, tuple or "
+            "union of those, a dataclass, a pydantic model, or Any for the raw JSON"
         )
 
     def _union(self, annotation: object, members: tuple[object, ...]) -> Decoder:
@@ -510,12 +545,17 @@ def _class_hints(cls: type, owner: str) -> dict[str, object]:
 
 def _literal(annotation: object, choices: tuple[object, ...]) -> Decoder:
     expected = type_name(annotation)
+    # An enum member travels as its value (Literal[Color.RED] is written "red").
+    by_value = [
+        (choice.value, choice) if isinstance(choice, enum.Enum) else (choice, choice)
+        for choice in choices
+    ]
 
     def decode_literal(value: object, path: str) -> object:
         # Compare types too: JSON true must not match Literal[1].
-        for choice in choices:
-            if type(choice) is type(value) and choice == value:
-                return value
+        for written, choice in by_value:
+            if type(written) is type(value) and written == value:
+                return choice
         raise DecodeFailure(path, f"expected {expected}, got {describe_value(value)}")
 
     return decode_literal
