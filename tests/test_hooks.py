@@ -34,6 +34,7 @@ from graphile_worker.hooks import (
     JobFetch,
     JobInterrupted,
     JobPermanentlyFail,
+    JobsClaimed,
     JobStart,
     LocalQueueFetched,
     LocalQueueInit,
@@ -42,6 +43,7 @@ from graphile_worker.hooks import (
     LocalQueueReturned,
     Observer,
     Outcome,
+    OutcomesWritten,
     Plugin,
     Run,
     RunDecision,
@@ -104,6 +106,8 @@ EVENTS: list[tuple[Event, str]] = [
     (JobFail(WORKER, JOB, ERROR, NOW + timedelta(seconds=3)), "on_job_fail"),
     (JobPermanentlyFail(WORKER, JOB, ERROR), "on_job_permanently_fail"),
     (JobInterrupted(WORKER, JOB, NOW + timedelta(seconds=30)), "on_job_interrupted"),
+    (JobsClaimed(WORKER, 10, (JOB,), False, 1, 2), "on_jobs_claimed"),
+    (OutcomesWritten(WORKER, "complete", (42,), 1, 1, 2), "on_outcomes_written"),
     (CronTick(WORKER, NOW, ("a",)), "on_cron_tick"),
     (CronScheduled(WORKER, NOW, False, {"a": 1}, ()), "on_cron_scheduled"),
     (WorkerRecovered(WORKER, "graphile_worker_dead", (), ("q",)), "on_worker_recovered"),
@@ -157,6 +161,12 @@ class RecordingObserver(Observer):
 
     def on_job_interrupted(self, event: JobInterrupted) -> None:
         self._record("on_job_interrupted", event)
+
+    def on_jobs_claimed(self, event: JobsClaimed) -> None:
+        self._record("on_jobs_claimed", event)
+
+    def on_outcomes_written(self, event: OutcomesWritten) -> None:
+        self._record("on_outcomes_written", event)
 
     def on_worker_recovered(self, event: WorkerRecovered) -> None:
         self._record("on_worker_recovered", event)

@@ -1,4 +1,5 @@
-"""OpenTelemetry tracing: producer spans and ``_trace`` on every add path, consumer spans on run.
+"""OpenTelemetry tracing: producer spans and ``_trace`` on every add path, consumer spans on run,
+and the worker's claim and outcome-write spans of ``debug_spans``.
 
 Spans are collected with the SDK's in-memory exporter; jobs go through a real worker on a
 real database, and what was stored is read back over a separate connection.
@@ -8,7 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
@@ -36,12 +39,16 @@ import graphile_worker.sqlalchemy as gw_sqlalchemy
 from graphile_worker import otel
 from graphile_worker._payload import prepare_job
 from graphile_worker.drivers import DatabaseDriver
-from graphile_worker.hooks import Plugin, Schedule
+from graphile_worker.errors import DatabaseError
+from graphile_worker.hooks import JobsClaimed, OutcomesWritten, Plugin, Schedule
+from graphile_worker.hooks._dispatch import Hooks
 from graphile_worker.spec import JobSpec
+from graphile_worker.sql.worker import FailureSpec
 from graphile_worker.task import task
 from graphile_worker.task._decode import compile_decoder
 from graphile_worker.utils import SyncWorkerUtils, WorkerUtils
-from graphile_worker.worker import Worker, WorkerContext
+from graphile_worker.worker import LocalQueueOptions, Worker, WorkerContext
+from graphile_worker.worker._fetch import JobSource
 
 from .worker.conftest import options
 
@@ -412,3 +419,198 @@ def test_sqlalchemy_session_add_job_writes_trace_context(
     assert producer.parent.span_id == request_span.get_span_context().span_id
     payload = stored_payload(sync_connection, job.id)
     assert payload["_trace"] == {"traceparent": traceparent_of(producer)}
+
+
+# ------------------------------------------------------------------ debug spans
+
+CLAIM = "graphile_worker claim"
+WRITES = ("graphile_worker complete", "graphile_worker fail")
+
+
+def attributes_of(span: ReadableSpan) -> dict[str, Any]:
+    return dict(span.attributes or {})
+
+
+def worker_spans(exporter: InMemorySpanExporter) -> tuple[list[ReadableSpan], list[ReadableSpan]]:
+    """The claim spans and the outcome-write spans, in the order they ended."""
+    finished = exporter.get_finished_spans()
+    claims = [span for span in finished if span.name == CLAIM]
+    writes = [span for span in finished if span.name in WRITES]
+    return claims, writes
+
+
+def times(span: ReadableSpan) -> tuple[int, int]:
+    assert span.start_time is not None and span.end_time is not None
+    return span.start_time, span.end_time
+
+
+def test_debug_spans_are_off_by_default_and_then_watch_nothing() -> None:
+    # What keeps the worker's hot path free: with the option off, no observer watches the
+    # claim and write events, so the worker never reads a clock or builds one.
+    assert not Hooks([otel.TracingPlugin()]).observes(JobsClaimed, OutcomesWritten)
+    on = Hooks([otel.TracingPlugin(debug_spans=True)])
+    assert on.watching(JobsClaimed) and on.watching(OutcomesWritten)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "mode",
+    ["direct", "local_queue"],
+    ids=["direct-claims-single-writes", "local-queue-batched-writes"],
+)
+async def test_debug_spans_cover_every_claim_and_outcome_write(
+    driver: DatabaseDriver, provider: tuple[TracerProvider, InMemorySpanExporter], mode: str
+) -> None:
+    tracer_provider, exporter = provider
+    utils = WorkerUtils(driver)
+    for n in range(6):
+        await utils.add_job("traced_async", {"n": n})
+    await utils.add_job("traced_fail", {}, spec=JobSpec(max_attempts=1))
+    exporter.clear()  # the publish spans; only the worker's from here on
+    local_queue = mode == "local_queue"
+    batching: dict[str, Any] = (
+        {
+            "local_queue": LocalQueueOptions(size=4),
+            "complete_job_batch_delay": 0.0,
+            "fail_job_batch_delay": 0.0,
+        }
+        if local_queue
+        else {}
+    )
+    plugin = otel.TracingPlugin(tracer_provider=tracer_provider, debug_spans=True)
+    worker = Worker(options(driver, TASKS, hooks=[plugin], concurrency=3, **batching))
+    before = time.time_ns()
+    # A span current where the worker starts is the parent of none of its spans.
+    ambient = SpanContext(trace_id=0xABC, span_id=0xDEF, is_remote=False)
+    with use_span(NonRecordingSpan(ambient)):
+        summary = await worker.run_once()
+    after = time.time_ns()
+    assert (summary.completed, summary.failed) == (6, 1)
+
+    claims, writes = worker_spans(exporter)
+    processes = [span for span in exporter.get_finished_spans() if span.name.endswith("process")]
+    assert len(processes) == 7
+    # Every job was claimed once and its outcome written once.
+    claim_attributes = [attributes_of(span) for span in claims]
+    assert sum(a["messaging.batch.message_count"] for a in claim_attributes) == 7
+    write_attributes = [attributes_of(span) for span in writes]
+    assert sum(a["graphile_worker.batch.completed"] for a in write_attributes) == 6
+    assert sum(a["graphile_worker.batch.failed"] for a in write_attributes) == 1
+    (failed_write,) = [a for a in write_attributes if a["graphile_worker.batch.failed"]]
+    assert failed_write["messaging.operation.name"] == "fail"
+    if not local_queue:
+        # Without batching every outcome is a statement of its own.
+        assert sorted(a["messaging.batch.message_count"] for a in write_attributes) == [1] * 7
+
+    trace_ids = set()
+    for span in claims + writes:
+        assert span.kind is SpanKind.CLIENT
+        assert span.parent is None  # the root of a trace of its own
+        assert span.status.status_code is StatusCode.UNSET
+        trace_ids.add(span.get_span_context().trace_id)  # type: ignore[union-attr]
+        start, end = times(span)
+        assert before <= start <= end <= after
+        found = attributes_of(span)
+        assert found["messaging.system"] == "graphile_worker"
+        assert found["messaging.client.id"] == worker.worker_id
+    assert len(trace_ids) == len(claims) + len(writes)
+    for found in claim_attributes:
+        assert found["messaging.operation.type"] == "receive"
+        assert found["messaging.operation.name"] == "claim"
+        assert found["graphile_worker.claim.local_queue"] is local_queue
+        assert (
+            0 <= found["messaging.batch.message_count"] <= found["graphile_worker.claim.requested"]
+        )
+        assert found["graphile_worker.claim.requested"] <= (4 if local_queue else 3)
+    for found in write_attributes:
+        assert found["messaging.operation.type"] == "settle"
+        count = found["messaging.batch.message_count"]
+        assert (
+            found["graphile_worker.batch.completed"] + found["graphile_worker.batch.failed"]
+            == count
+        )
+        assert found["graphile_worker.batch.written"] == count
+
+    # The times are those of the round trips: a job starts after a claim that returned
+    # something has come back, and outcomes are written after their job's span ended.
+    returned = [
+        times(span)[1] for span in claims if attributes_of(span)["messaging.batch.message_count"]
+    ]
+    first_end = min(times(span)[1] for span in processes)
+    for span in processes:
+        assert min(returned) <= times(span)[0]
+    for span in writes:
+        assert first_end <= times(span)[0]
+
+
+@pytest.mark.anyio
+async def test_without_debug_spans_the_worker_records_only_job_spans(
+    driver: DatabaseDriver, provider: tuple[TracerProvider, InMemorySpanExporter]
+) -> None:
+    tracer_provider, exporter = provider
+    await WorkerUtils(driver).add_jobs([("traced_async", {}), ("traced_fail", {})])
+    exporter.clear()
+    plugin = otel.TracingPlugin(tracer_provider=tracer_provider)
+    await Worker(options(driver, TASKS, hooks=[plugin], concurrency=2)).run_once()
+    names = sorted(span.name for span in exporter.get_finished_spans())
+    assert names == ["traced_async process", "traced_fail process"]
+
+
+@pytest.mark.anyio
+async def test_debug_spans_show_failed_and_partial_writes(
+    driver: DatabaseDriver, provider: tuple[TracerProvider, InMemorySpanExporter]
+) -> None:
+    tracer_provider, exporter = provider
+    job = await WorkerUtils(driver).add_job("traced_async", {})
+    exporter.clear()
+    hooks = Hooks([otel.TracingPlugin(tracer_provider=tracer_provider, debug_spans=True)])
+
+    def source(schema: str, worker_id: str = "graphile_worker_debug_test") -> JobSource:
+        return JobSource(
+            driver=driver,
+            schema=schema,
+            worker_id=worker_id,
+            task_identifiers=["traced_async"],
+            forbidden_flags=(),
+            use_local_time=False,
+            logger=logging.getLogger("tests.otel"),
+            hooks=hooks,
+        )
+
+    # A schema that does not exist: every statement fails in the database.
+    broken = source("no_such_schema")
+    raised: list[DatabaseError] = []
+    for statement in (
+        lambda: broken.claim(5),
+        lambda: broken.complete([job], retry_delays=()),
+        lambda: broken.fail([FailureSpec(job_id=job.id, message="x")], retry_delays=()),
+    ):
+        with pytest.raises(DatabaseError) as caught:
+            await statement()
+        raised.append(caught.value)
+    claims, writes = worker_spans(exporter)
+    assert [span.name for span in claims + writes] == [CLAIM, *WRITES]
+    for span, error in zip(claims + writes, raised, strict=True):
+        assert span.status.status_code is StatusCode.ERROR
+        assert span.status.description
+        (event,) = span.events
+        assert event.name == "exception"
+        assert event.attributes is not None
+        kind = type(error)
+        assert event.attributes["exception.type"] == f"{kind.__module__}.{kind.__qualname__}"
+        assert event.timestamp == times(span)[1]
+    assert attributes_of(claims[0])["messaging.batch.message_count"] == 0
+    assert [attributes_of(span)["graphile_worker.batch.written"] for span in writes] == [0, 0]
+
+    # Another worker holds the job: the statement runs, but a failure is recorded only by
+    # the worker holding the job.
+    (held,) = await source("graphile_worker", "graphile_worker_other").claim(1)
+    assert held.id == job.id
+    exporter.clear()
+    failure = FailureSpec(job_id=job.id, message="x")
+    assert await source("graphile_worker").fail([failure], retry_delays=()) == {}
+    (write,) = worker_spans(exporter)[1]
+    assert write.status.status_code is StatusCode.UNSET
+    found = attributes_of(write)
+    assert found["graphile_worker.batch.failed"] == 1
+    assert found["graphile_worker.batch.written"] == 0

@@ -14,7 +14,9 @@ Two halves, because jobs are added in more places than they are run:
 - :class:`TracingPlugin` (a worker hook) runs each job inside a ``<task> process`` span,
   linked to the producer's (or, with ``parent="child"``, a child of it), and current while
   the handler runs, so spans the handler starts are its children. Plain ``def`` handlers
-  see it too: their thread runs in a copy of the job's context.
+  see it too: their thread runs in a copy of the job's context. With
+  ``debug_spans=True`` it also records the worker's own round trips: a span per claim and
+  per statement that writes outcomes.
 
 Nothing here is imported by ``import graphile_worker``; this module needs
 ``opentelemetry-api`` (the ``otel`` extra). Without an SDK configured, spans are
@@ -49,12 +51,12 @@ except ImportError as _missing:  # pragma: no cover - depends on the installed e
 
 from ._error_text import error_text
 from ._payload import JOB_DECORATORS
-from .hooks import Failed, JobInterrupted, Observer, Plugin, Run
+from .hooks import Failed, JobInterrupted, JobsClaimed, Observer, OutcomesWritten, Plugin, Run
 from .task._decode import TRACE_KEY
 
 if TYPE_CHECKING:
     from opentelemetry.context import Context
-    from opentelemetry.trace import Span, TracerProvider
+    from opentelemetry.trace import Span, Tracer, TracerProvider
 
     from .context import WorkerContext
     from .hooks import Outcome
@@ -66,6 +68,8 @@ _SCOPE = "graphile_worker"
 _ROOT = otel_context.Context()
 """An empty context: the parent of ``process`` spans that are linked, not children."""
 _SYSTEM = "graphile_worker"
+_RUN = Run()
+"""The answer of every ``before_job_run`` here: one object, not one per job."""
 
 
 class _Producer:
@@ -129,6 +133,8 @@ def is_instrumented() -> bool:
 
 _TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?")
 """W3C ``traceparent``: version, trace id, parent id, flags (later versions may add fields)."""
+_INVALID_TRACE_ID = "0" * 32
+_INVALID_SPAN_ID = "0" * 16
 
 
 def _producer_span(payload: object) -> SpanContext | None:
@@ -147,17 +153,27 @@ def _producer_span(payload: object) -> SpanContext | None:
     if type(header) is not str:
         return None
     match = _TRACEPARENT.fullmatch(header)
-    if match is None or match[1] == "ff" or (match[1] == "00" and match[5] is not None):
+    if match is None:
+        return None
+    version, trace_id, span_id, flags, rest = match.groups()
+    if (
+        version == "ff"
+        or (version == "00" and rest is not None)
+        or trace_id == _INVALID_TRACE_ID
+        or span_id == _INVALID_SPAN_ID
+    ):
         return None
     state = carrier.get("tracestate")
-    context = SpanContext(
-        trace_id=int(match[2], 16),
-        span_id=int(match[3], 16),
-        is_remote=True,
-        trace_flags=TraceFlags(int(match[4], 16)),
-        trace_state=TraceState.from_header([state]) if type(state) is str else None,
+    # This runs once per job: positional arguments, and the all-zero ids (the one invalid
+    # value the regex lets through) checked as text, are measurably cheaper than keywords
+    # and SpanContext.is_valid.
+    return SpanContext(
+        int(trace_id, 16),
+        int(span_id, 16),
+        True,
+        TraceFlags(int(flags, 16)),
+        TraceState.from_header([state]) if type(state) is str else None,
     )
-    return context if context.is_valid else None
 
 
 class TracingPlugin(Plugin, Observer):
@@ -168,12 +184,32 @@ class TracingPlugin(Plugin, Observer):
         parent: ``"link"`` (default) starts a new trace per run that links to the span that
             added the job, as the messaging conventions advise for work that happens
             later; ``"child"`` makes the run part of the producer's trace instead.
+        debug_spans: Also record the worker's own round trips (see below). Off by
+            default: they say how the worker spends its time, not what happened to a job,
+            and a busy worker makes many of them.
 
     Attributes follow the OpenTelemetry messaging conventions (``messaging.system``,
     ``messaging.operation.type = "process"``, ``messaging.destination.name`` = queue name
     or task, ``messaging.message.id`` = job id) plus ``graphile_worker.task``,
     ``graphile_worker.job.attempt`` and ``graphile_worker.job.max_attempts``. A failed
     attempt records the exception and sets status ERROR.
+
+    With ``debug_spans=True``, two more kinds of span (kind CLIENT), each the root of a
+    trace of its own:
+
+    - ``graphile_worker claim`` for every claim statement (``messaging.operation.type =
+      "receive"``), with ``messaging.batch.message_count`` (jobs claimed),
+      ``graphile_worker.claim.requested`` and ``graphile_worker.claim.local_queue``
+      (whether the claim filled the local queue);
+    - ``graphile_worker complete`` and ``graphile_worker fail`` for every statement that
+      records outcomes, a batch or a single job (``messaging.operation.type = "settle"``),
+      with ``messaging.batch.message_count``, ``graphile_worker.batch.completed``,
+      ``graphile_worker.batch.failed`` and ``graphile_worker.batch.written`` (how many the
+      statement changed; fewer when jobs were handed back meanwhile).
+
+    Both carry ``messaging.client.id`` (the worker id). A claim or write that fails (a lost
+    connection, a timeout) records the exception and sets status ERROR; each retry of a
+    write gets a span of its own.
     """
 
     name = "opentelemetry"
@@ -183,11 +219,19 @@ class TracingPlugin(Plugin, Observer):
         *,
         tracer_provider: TracerProvider | None = None,
         parent: Literal["link", "child"] = "link",
+        debug_spans: bool = False,
     ) -> None:
         if parent not in ("link", "child"):
             raise ValueError(f'parent must be "link" or "child", not {parent!r}')
-        super().__init__(before_job_run=[self.start_span], after_job_run=[self.end_span])
         self._tracer = trace.get_tracer(_SCOPE, tracer_provider=tracer_provider)
+        # A separate observer, listed only when asked for: the worker watches an event
+        # only if some observer overrides its method, so with debug_spans off no claim
+        # or write so much as reads the clock for us.
+        super().__init__(
+            before_job_run=[self.start_span],
+            after_job_run=[self.end_span],
+            observers=[_WorkerSpans(self._tracer)] if debug_spans else (),
+        )
         self._child = parent == "child"
         # Job id -> its span and the token that made it current; both interceptors of one
         # attempt run in the job's own task, so the token is detached where it was attached.
@@ -225,7 +269,7 @@ class TracingPlugin(Plugin, Observer):
         span, parent = self._new_span(job)
         token = otel_context.attach(trace.set_span_in_context(span, parent))
         self._running[job.id] = (span, token)
-        return Run()
+        return _RUN
 
     def end_span(self, job: Job, ctx: WorkerContext, outcome: Outcome) -> Outcome:
         """``after_job_run``: record how the attempt ended and end the span."""
@@ -237,7 +281,7 @@ class TracingPlugin(Plugin, Observer):
             token: Token[Context] | None = None
         else:
             span, token = entry
-        if isinstance(outcome, Failed):
+        if isinstance(outcome, Failed) and span.is_recording():
             span.record_exception(outcome.error)
             span.set_status(Status(StatusCode.ERROR, _describe(outcome.error)))
         span.end()
@@ -252,6 +296,66 @@ class TracingPlugin(Plugin, Observer):
             span = entry[0]
             span.set_status(Status(StatusCode.ERROR, "interrupted by worker shutdown"))
             span.end()
+
+
+class _WorkerSpans(Observer):
+    """The spans of ``TracingPlugin(debug_spans=True)``: one per claim, one per outcome write.
+
+    Each is the root of a trace of its own, never a child. A claim or a batch serves many
+    jobs, usually of unrelated traces (a batch of 500 outcomes may close 500 of them), so
+    no job's trace is its parent; and the context the worker was started in (an
+    application's start-up span, say) would gather every claim of the worker's life into
+    one endless trace. The spans are built after the fact from the times the events carry,
+    so the worker never holds one open or switches context for them.
+    """
+
+    def __init__(self, tracer: Tracer) -> None:
+        self._tracer = tracer
+
+    def on_jobs_claimed(self, event: JobsClaimed) -> None:
+        span = self._tracer.start_span(
+            "graphile_worker claim",
+            context=_ROOT,
+            kind=SpanKind.CLIENT,
+            attributes={
+                "messaging.system": _SYSTEM,
+                "messaging.operation.type": "receive",
+                "messaging.operation.name": "claim",
+                "messaging.client.id": event.worker_id,
+                "messaging.batch.message_count": len(event.jobs),
+                "graphile_worker.claim.requested": event.requested,
+                "graphile_worker.claim.local_queue": event.local_queue,
+            },
+            start_time=event.started_ns,
+        )
+        _end_worker_span(span, event.error, event.ended_ns)
+
+    def on_outcomes_written(self, event: OutcomesWritten) -> None:
+        count = len(event.job_ids)
+        span = self._tracer.start_span(
+            f"graphile_worker {event.action}",
+            context=_ROOT,
+            kind=SpanKind.CLIENT,
+            attributes={
+                "messaging.system": _SYSTEM,
+                "messaging.operation.type": "settle",
+                "messaging.operation.name": event.action,
+                "messaging.client.id": event.worker_id,
+                "messaging.batch.message_count": count,
+                "graphile_worker.batch.completed": count if event.action == "complete" else 0,
+                "graphile_worker.batch.failed": count if event.action == "fail" else 0,
+                "graphile_worker.batch.written": event.written,
+            },
+            start_time=event.started_ns,
+        )
+        _end_worker_span(span, event.error, event.ended_ns)
+
+
+def _end_worker_span(span: Span, error: Exception | None, end_ns: int) -> None:
+    if error is not None:
+        span.record_exception(error, timestamp=end_ns)
+        span.set_status(Status(StatusCode.ERROR, _describe(error)))
+    span.end(end_time=end_ns)
 
 
 def _describe(error: BaseException) -> str:

@@ -31,6 +31,7 @@ from ._events import JobFail as JobFail
 from ._events import JobFetch as JobFetch
 from ._events import JobInterrupted as JobInterrupted
 from ._events import JobPermanentlyFail as JobPermanentlyFail
+from ._events import JobsClaimed as JobsClaimed
 from ._events import JobStart as JobStart
 from ._events import LocalQueueFetched as LocalQueueFetched
 from ._events import LocalQueueInit as LocalQueueInit
@@ -39,6 +40,7 @@ from ._events import LocalQueueRefetchDelay as LocalQueueRefetchDelay
 from ._events import LocalQueueReturned as LocalQueueReturned
 from ._events import Observer as Observer
 from ._events import ObserverResult as ObserverResult
+from ._events import OutcomesWritten as OutcomesWritten
 from ._events import WorkerInit as WorkerInit
 from ._events import WorkerRecovered as WorkerRecovered
 from ._events import WorkerShutdown as WorkerShutdown
@@ -78,6 +80,7 @@ __all__ = [
     "JobInterrupted",
     "JobPermanentlyFail",
     "JobStart",
+    "JobsClaimed",
     "LocalQueueFetched",
     "LocalQueueInit",
     "LocalQueueModeChange",
@@ -86,6 +89,7 @@ __all__ = [
     "Observer",
     "ObserverResult",
     "Outcome",
+    "OutcomesWritten",
     "Plugin",
     "Run",
     "RunDecision",

@@ -27,6 +27,7 @@ __all__ = [
     "JobInterrupted",
     "JobPermanentlyFail",
     "JobStart",
+    "JobsClaimed",
     "LocalQueueFetched",
     "LocalQueueInit",
     "LocalQueueModeChange",
@@ -34,6 +35,7 @@ __all__ = [
     "LocalQueueReturned",
     "Observer",
     "ObserverResult",
+    "OutcomesWritten",
     "WorkerInit",
     "WorkerRecovered",
     "WorkerShutdown",
@@ -89,6 +91,86 @@ class JobFetch:
 
 @final
 @dataclasses.dataclass(frozen=True, slots=True)
+class JobsClaimed:
+    """One claim statement (the round trip that finds runnable jobs and locks them for this
+    worker) came back, or failed.
+
+    Sent for every claim, including those that find nothing; with a local queue, for each
+    batch fetched into it, otherwise for each claim made for free slots. The times are
+    wall-clock nanoseconds (``time.time_ns()``), the unit OpenTelemetry takes, so that an
+    observer can describe the claim after the fact without timing it itself.
+
+    Attributes:
+        worker_id: The worker.
+        requested: Jobs asked for (the free slots, or the room in the local queue).
+        jobs: The jobs claimed, in the order they will start; empty when the claim failed.
+        local_queue: Whether the claim fills the local queue rather than free slots.
+        started_ns: When the statement was sent.
+        ended_ns: When its jobs were decoded, or its error raised.
+        error: Why the claim failed (a lost connection, a timeout), or ``None``. The
+            error then goes on to the worker, which retries the claim later.
+    """
+
+    __module__ = "graphile_worker.hooks"
+
+    worker_id: str
+    requested: int
+    jobs: tuple[Job, ...]
+    local_queue: bool
+    started_ns: int
+    ended_ns: int
+    error: Exception | None = None
+
+    @property
+    def duration(self) -> float:
+        """Seconds the claim took."""
+        return (self.ended_ns - self.started_ns) / 1e9
+
+
+@final
+@dataclasses.dataclass(frozen=True, slots=True)
+class OutcomesWritten:
+    """One statement that records how jobs ended (``complete_jobs`` or ``fail_jobs``) came
+    back, or failed.
+
+    With ``complete_job_batch_delay``/``fail_job_batch_delay`` one statement records a
+    batch; without, one job. A batch that fails for a passing reason is written again
+    later, and each attempt is sent as an event of its own. Times are as in
+    :class:`JobsClaimed`.
+
+    Attributes:
+        worker_id: The worker.
+        action: ``"complete"`` (succeeded jobs, deleted) or ``"fail"`` (failed attempts,
+            rescheduled or failed for good).
+        job_ids: The jobs the statement was asked to record.
+        written: How many of them the statement changed: completed jobs still in the
+            table (a completion deletes the job whoever holds it, as in Node), failed
+            attempts of jobs this worker still holds. Fewer means the others were handed
+            back meanwhile (a recovery sweep gave this worker up, say). 0 when the
+            statement failed.
+        started_ns: When the statement was sent.
+        ended_ns: When it came back, or raised.
+        error: Why the statement failed, or ``None``.
+    """
+
+    __module__ = "graphile_worker.hooks"
+
+    worker_id: str
+    action: str
+    job_ids: tuple[int, ...]
+    written: int
+    started_ns: int
+    ended_ns: int
+    error: Exception | None = None
+
+    @property
+    def duration(self) -> float:
+        """Seconds the statement took."""
+        return (self.ended_ns - self.started_ns) / 1e9
+
+
+@final
+@dataclasses.dataclass(frozen=True, slots=True)
 class JobStart:
     """A job's handler is about to be called (every ``before_job_run`` hook said :class:`Run`)."""
 
@@ -136,7 +218,9 @@ class JobFail:
 @final
 @dataclasses.dataclass(frozen=True, slots=True)
 class JobPermanentlyFail:
-    """A job used its last attempt; it stays in the table, failed, until someone acts on it."""
+    """A job failed for good: its last attempt, a ``PermanentJobError``, or a payload that
+    cannot be decoded. It stays in the table, failed, until someone acts on it; ``job`` is
+    as stored then (``attempts >= max_attempts``)."""
 
     __module__ = "graphile_worker.hooks"
 
@@ -344,6 +428,8 @@ Event: TypeAlias = (
     | JobFail
     | JobPermanentlyFail
     | JobInterrupted
+    | JobsClaimed
+    | OutcomesWritten
     | CronTick
     | CronScheduled
     | WorkerRecovered
@@ -393,6 +479,14 @@ class Observer:
         """Called for every job the worker claims."""
         return None
 
+    def on_jobs_claimed(self, event: JobsClaimed) -> ObserverResult:
+        """Called after every claim statement, whether it found jobs, none, or failed."""
+        return None
+
+    def on_outcomes_written(self, event: OutcomesWritten) -> ObserverResult:
+        """Called after every statement that records outcomes, or its failed attempt."""
+        return None
+
     def on_job_start(self, event: JobStart) -> ObserverResult:
         """Called just before a job's handler runs."""
         return None
@@ -406,7 +500,7 @@ class Observer:
         return None
 
     def on_job_permanently_fail(self, event: JobPermanentlyFail) -> ObserverResult:
-        """Called when a job failed its last attempt."""
+        """Called when a job failed for good."""
         return None
 
     def on_job_interrupted(self, event: JobInterrupted) -> ObserverResult:
@@ -456,6 +550,8 @@ EVENT_METHODS: Final[dict[type[Event], str]] = {
     JobFail: "on_job_fail",
     JobPermanentlyFail: "on_job_permanently_fail",
     JobInterrupted: "on_job_interrupted",
+    JobsClaimed: "on_jobs_claimed",
+    OutcomesWritten: "on_outcomes_written",
     CronTick: "on_cron_tick",
     CronScheduled: "on_cron_scheduled",
     WorkerRecovered: "on_worker_recovered",

@@ -13,19 +13,22 @@ from __future__ import annotations
 import inspect
 import logging
 import random
-from collections.abc import Awaitable, Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence, Sized
 from datetime import datetime, timezone
 from functools import partial
+from time import time_ns
 from typing import TYPE_CHECKING, TypeVar
 
 import anyio
 
 from ..errors import ConnectionLostError, DatabaseError
+from ..hooks import JobsClaimed, OutcomesWritten
 from ..sql import worker as worker_sql
 from ..sql._statement import fetch_values, perform_async
 
 if TYPE_CHECKING:
     from ..drivers.base import DatabaseDriver
+    from ..hooks._dispatch import Hooks
     from ..spec import Job
     from ..sql._statement import Row, Statement
     from ._options import ForbiddenFlags
@@ -40,6 +43,7 @@ runs it again, so it is worth waiting out a short outage (a failover, a restart)
 
 
 R = TypeVar("R")
+S = TypeVar("S", bound=Sized)
 
 RESET_LOCKED_FIRST = 60.0
 RESET_LOCKED_INTERVAL = (480.0, 600.0)
@@ -57,6 +61,9 @@ class JobSource:
         forbidden_flags: A collection, or a function asked before each claim.
         use_local_time: Send this machine's clock as "now" (Node's ``useNodeTime``).
         logger: Where retries are reported.
+        hooks: Told about each claim and each outcome statement, when an observer watches
+            :class:`~graphile_worker.hooks.JobsClaimed` or
+            :class:`~graphile_worker.hooks.OutcomesWritten`.
     """
 
     def __init__(
@@ -69,6 +76,7 @@ class JobSource:
         forbidden_flags: ForbiddenFlags,
         use_local_time: bool,
         logger: logging.Logger,
+        hooks: Hooks | None = None,
     ) -> None:
         self._driver = driver
         self._schema = schema
@@ -77,6 +85,11 @@ class JobSource:
         self._forbidden_flags = forbidden_flags
         self._use_local_time = use_local_time
         self._logger = logger
+        self._hooks = hooks
+        # Decided once: when nobody watches, a claim or a write pays one attribute test,
+        # and no clock is read and no event built.
+        self._report_claims = hooks is not None and hooks.watching(JobsClaimed)
+        self._report_writes = hooks is not None and hooks.watching(OutcomesWritten)
 
     def _now(self) -> datetime | None:
         return datetime.now(timezone.utc) if self._use_local_time else None
@@ -96,10 +109,13 @@ class JobSource:
             result = await result
         return result
 
-    async def claim(self, limit: int, *, flags: Collection[str] | None = None) -> list[Job]:
+    async def claim(
+        self, limit: int, *, flags: Collection[str] | None = None, local_queue: bool = False
+    ) -> list[Job]:
         """Lock and return up to ``limit`` runnable jobs (fewer, or none, when fewer are ready).
 
-        ``flags`` are the forbidden flags when the caller has already asked for them.
+        ``flags`` are the forbidden flags when the caller has already asked for them;
+        ``local_queue`` says the jobs fill the local queue (for the hook event only).
         """
         statement = worker_sql.bind_get_jobs(
             self._schema,
@@ -109,11 +125,41 @@ class JobSource:
             forbidden_flags=await self.forbidden_flags() if flags is None else flags,
             now=self._now(),
         )
+        if self._report_claims:
+            return await self._reported_claim(statement, limit, local_queue)
         with anyio.CancelScope(shield=True):
             rows = await fetch_values(
                 self._driver, statement.sql, statement.params, worker_sql.CLAIM_COLUMNS
             )
         return worker_sql.decode_claimed(rows)
+
+    async def _reported_claim(
+        self, statement: Statement, limit: int, local_queue: bool
+    ) -> list[Job]:
+        """:meth:`claim`, timed, with a :class:`~graphile_worker.hooks.JobsClaimed` event.
+
+        The observers are told inside the shield too: a cancellation while they run must
+        not lose jobs that are already locked in our name.
+        """
+        assert self._hooks is not None
+        jobs: list[Job] = []
+        error: Exception | None = None
+        with anyio.CancelScope(shield=True):
+            started = time_ns()
+            try:
+                rows = await fetch_values(
+                    self._driver, statement.sql, statement.params, worker_sql.CLAIM_COLUMNS
+                )
+                jobs = worker_sql.decode_claimed(rows)
+            except Exception as caught:  # noqa: BLE001 - reported, then raised below
+                error = caught
+            ended = time_ns()
+            await self._hooks.notify(
+                JobsClaimed(self._worker_id, limit, tuple(jobs), local_queue, started, ended, error)
+            )
+        if error is not None:
+            raise error
+        return jobs
 
     async def seconds_until_next(self) -> float | None:
         """Seconds until the earliest future job this worker could claim, if any."""
@@ -136,7 +182,12 @@ class JobSource:
         )
         # Bare values rather than a dict per row: a batch deletes hundreds of jobs.
         values = partial(fetch_values, self._driver, statement.sql, statement.params, ("id",))
-        rows = await self._settle(values, "complete", ids, retry_delays)
+        if self._report_writes:
+            rows = await self._reported_write(
+                "complete", ids, partial(self._settle, values, "complete", ids, retry_delays)
+            )
+        else:
+            rows = await self._settle(values, "complete", ids, retry_delays)
         return {row[0] for row in rows}
 
     async def fail(
@@ -150,8 +201,40 @@ class JobSource:
             self._schema, worker_id=self._worker_id, failures=failures
         )
         ids = [failure.job_id for failure in failures]
-        rows = await self._settle(self._rows(statement), "fail", ids, retry_delays)
+        if self._report_writes:
+            rows = await self._reported_write(
+                "fail", ids, partial(self._settle, self._rows(statement), "fail", ids, retry_delays)
+            )
+        else:
+            rows = await self._settle(self._rows(statement), "fail", ids, retry_delays)
         return worker_sql.decode_released(rows)
+
+    async def _reported_write(
+        self, action: str, ids: list[int], write: Callable[[], Awaitable[S]]
+    ) -> S:
+        """Run ``write`` timed, with an :class:`~graphile_worker.hooks.OutcomesWritten` event.
+
+        Shielded as a whole, for the reason :meth:`_reported_claim` gives: whoever asked
+        for the write must get its answer.
+        """
+        assert self._hooks is not None
+        rows: S | None = None
+        error: Exception | None = None
+        with anyio.CancelScope(shield=True):
+            started = time_ns()
+            try:
+                rows = await write()
+            except Exception as caught:  # noqa: BLE001 - reported, then raised below
+                error = caught
+            ended = time_ns()
+            written = 0 if rows is None else len(rows)
+            await self._hooks.notify(
+                OutcomesWritten(self._worker_id, action, tuple(ids), written, started, ended, error)
+            )
+        if error is not None:
+            raise error
+        assert rows is not None
+        return rows
 
     async def release(self, jobs: Sequence[Job], delay: float) -> dict[int, worker_sql.Released]:
         """Hand jobs back, refunding their attempt, runnable after ``delay`` seconds.

@@ -230,7 +230,7 @@ class LocalQueue:
 
     async def _fetch(self, flags: Collection[str] | None, limit: int) -> None:
         self._announced = 0  # announcements during the fetch count towards aborting a delay
-        fetched = await self._source.claim(limit, flags=flags)
+        fetched = await self._source.claim(limit, flags=flags, local_queue=True)
         self._last_fetch_full = len(fetched) >= limit
         delay = self._options.refetch_delay
         if delay is not None and not self._last_fetch_full and len(fetched) <= delay.threshold:
