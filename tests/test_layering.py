@@ -28,6 +28,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("spec",),
     ("inspection", "_log_fields"),  # queue snapshots, which sql decodes into; log fields
     ("_payload",),  # a job on its way in: payload JSON, identifier, spec
+    ("_job_defaults",),  # what a task or payload class fills in for its jobs
     ("sql",),  # statements, operations and the runners that drive them
     ("drivers",),
     ("migrations",),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ._job_defaults import TaskReference
 from ._json import UndecodableJson
 from .crontab import CronBuilder, CronItem, cron, load_crontab, parse_crontab
 from .drivers import (
@@ -39,6 +40,7 @@ from .errors import (
     LockedJobsError,
     MigrationError,
     PayloadDecodeError,
+    PermanentJobError,
     QueryError,
     TaskDefinitionError,
     UniqueViolationError,
@@ -60,7 +62,7 @@ from .migrations import LATEST_MIGRATION, MigrationReport, migrate, migrate_sync
 from .recovery import RecoveryOptions, SweepReport, WorkerInfo
 from .spec import JSON, CleanupTask, Job, JobKeyMode, JobSpec, TypedPayload
 from .sql.grants import GrantReport
-from .task import BatchResult, Task, TaskRegistry, load_tasks, task
+from .task import Backoff, BatchResult, Task, TaskRegistry, load_tasks, task
 from .utils import JobInput, SyncWorkerUtils, WorkerUtils
 from .worker import (
     LocalQueueOptions,
@@ -111,6 +113,7 @@ __all__ = [
     "JSON",
     "LATEST_MIGRATION",
     "AsyncExecutor",
+    "Backoff",
     "BatchFailedError",
     "BatchResult",
     "CleanupTask",
@@ -148,6 +151,7 @@ __all__ = [
     "Notification",
     "Observer",
     "PayloadDecodeError",
+    "PermanentJobError",
     "Plugin",
     "QueryError",
     "QueueInfo",
@@ -160,6 +164,7 @@ __all__ = [
     "SyncWorkerUtils",
     "Task",
     "TaskDefinitionError",
+    "TaskReference",
     "TaskRegistry",
     "TypedPayload",
     "UndecodableJson",

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from anyio.lowlevel import EventLoopToken
     from typing_extensions import TypeVarTuple, Unpack
 
+    from ._job_defaults import TaskReference
     from .drivers.base import AsyncExecutor, DatabaseDriver, Params, Row
     from .errors import ConfigurationError
     from .spec import Job, JobSpec, TypedPayload
@@ -123,7 +124,7 @@ class WorkerContext(Protocol):
     @overload
     async def add_job(
         self,
-        identifier: str,
+        identifier: str | TaskReference,
         payload: object = None,
         /,
         *,
@@ -133,7 +134,7 @@ class WorkerContext(Protocol):
 
     async def add_job(
         self,
-        target: TypedPayload | str,
+        target: TypedPayload | str | TaskReference,
         payload: object = ...,
         /,
         *,
@@ -356,7 +357,7 @@ class StandaloneContext:
     @overload
     async def add_job(
         self,
-        identifier: str,
+        identifier: str | TaskReference,
         payload: object = None,
         /,
         *,
@@ -366,7 +367,7 @@ class StandaloneContext:
 
     async def add_job(
         self,
-        target: TypedPayload | str,
+        target: TypedPayload | str | TaskReference,
         payload: object = _NO_PAYLOAD_GIVEN,
         /,
         *,

@@ -32,6 +32,7 @@ The tree, so that callers can pick how broadly to catch:
         * ``BatchFailedError`` - items of a batch job failed
         * ``HookError`` - an interceptor failed the job, or raised
         * ``JobAbortedError`` - the job was cancelled because the worker shut down
+        * ``PermanentJobError`` - raised by a handler: fail the job now, without retries
 
 Driver exceptions never leak: each driver translates its own errors into this tree at the
 I/O boundary (see ``graphile_worker.drivers``), keeping the original as ``__cause__``.
@@ -62,6 +63,7 @@ __all__ = [
     "LockedJobsError",
     "MigrationError",
     "PayloadDecodeError",
+    "PermanentJobError",
     "PostgresNotFoundError",
     "QueryError",
     "TaskDefinitionError",
@@ -225,6 +227,18 @@ class HookError(JobError):
 
 class JobAbortedError(JobError):
     """The job was cancelled because the worker shut down before it finished."""
+
+
+class PermanentJobError(JobError):
+    """Raise it in a handler to fail the job for good, skipping the attempts it has left.
+
+    For failures no retry can fix (the account was deleted, the input is invalid): the job
+    is recorded with this message as ``last_error`` and ``attempts = max_attempts``, as
+    ``WorkerUtils.permanently_fail_jobs`` does, so it stays in the table for inspection
+    and :meth:`~graphile_worker.WorkerUtils.reschedule_jobs` can still revive it. In a
+    batch task, returning it for every failed item fails the job for good with those
+    items as its payload; if any failed item has another error, the job is retried.
+    """
 
 
 class BatchFailedError(JobError):

@@ -307,7 +307,11 @@ _COUNTERS = (
     ("jobs_started", "started", "Jobs whose handler was called."),
     ("jobs_completed", "completed", "Jobs that succeeded."),
     ("jobs_failed", "failed", "Failed attempts (every attempt, including the last)."),
-    ("jobs_permanently_failed", "permanently_failed", "Jobs that failed their last attempt."),
+    (
+        "jobs_permanently_failed",
+        "permanently_failed",
+        "Jobs that failed for good (their last attempt, or a permanent error).",
+    ),
     ("jobs_interrupted", "interrupted", "Running jobs released by shutdown, attempt refunded."),
 )
 

@@ -39,6 +39,7 @@ from .utils import (
 )
 
 if TYPE_CHECKING:
+    from ._job_defaults import TaskReference
     from .spec import Job, JobSpec, TypedPayload
 
 __all__ = ["add_job", "add_jobs", "using"]
@@ -73,7 +74,7 @@ def add_job(
 @overload
 def add_job(
     bind: SyncBind,
-    identifier: str,
+    identifier: str | TaskReference,
     payload: object = None,
     /,
     *,
@@ -96,7 +97,7 @@ def add_job(
 @overload
 def add_job(
     bind: AsyncBind,
-    identifier: str,
+    identifier: str | TaskReference,
     payload: object = None,
     /,
     *,
@@ -107,7 +108,7 @@ def add_job(
 
 def add_job(
     bind: SyncBind | AsyncBind,
-    target: TypedPayload | str,
+    target: TypedPayload | str | TaskReference,
     payload: object = _NO_PAYLOAD,
     /,
     *,

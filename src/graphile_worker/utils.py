@@ -20,6 +20,7 @@ import sys
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeAlias, Union, cast, overload
 
+from ._job_defaults import TaskReference, class_job_spec, merge_specs, task_target
 from ._payload import JOB_DECORATORS, PreparedJob, identifier_of, prepare_job
 from ._validate import check_task_identifier
 from .drivers.base import AsyncExecutor, DatabaseDriver, SyncExecutor
@@ -50,8 +51,8 @@ if TYPE_CHECKING:
     from types import TracebackType
 
     import psycopg
-    from sqlalchemy.engine import Connection
-    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+    from sqlalchemy.engine import Connection, Engine
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
     from sqlalchemy.orm import Session
     from typing_extensions import Self
 
@@ -60,11 +61,12 @@ __all__ = ["JobInput", "SyncWorkerUtils", "WorkerUtils"]
 JobInput: TypeAlias = Union[
     TypedPayload,
     "tuple[TypedPayload, JobSpec | None]",
-    "tuple[str, object]",
-    "tuple[str, object, JobSpec | None]",
+    "tuple[str | TaskReference, object]",
+    "tuple[str | TaskReference, object, JobSpec | None]",
 ]
 """One entry of ``add_jobs``: a typed payload, ``(typed_payload, spec)``,
-``(identifier, payload)`` or ``(identifier, payload, spec)``."""
+``(identifier, payload)`` or ``(identifier, payload, spec)``, where a task function or
+``Task`` may stand for the identifier (bringing its defaults)."""
 
 SyncBind: TypeAlias = Union["Session", "Connection", "psycopg.Connection[Any]"]
 """A caller's sync connection or session that ``using`` accepts."""
@@ -92,16 +94,54 @@ class _NoPayload:
 _NO_PAYLOAD: Any = _NoPayload()
 
 
-def _prepare(target: object, payload: object, spec: JobSpec | None) -> PreparedJob:
-    """Resolve the two ``add_job`` call shapes to one checked job."""
+_PLAIN_PAYLOADS: frozenset[type] = frozenset({dict, list, str, int, float, bool, type(None)})
+"""Payload types that cannot declare a ``JOB_SPEC``: no need to look."""
+
+
+def _with_class_spec(payload: object, spec: JobSpec | None) -> JobSpec | None:
+    """``spec`` over the ``JOB_SPEC`` defaults of the payload's class, when it has them."""
+    cls = type(payload)
+    if cls in _PLAIN_PAYLOADS:
+        return spec
+    defaults = class_job_spec(cls)
+    return spec if defaults is None else merge_specs(defaults, spec)
+
+
+def _lone_entry(entries: object) -> bool:
+    """``(identifier, payload)`` or ``(task, payload)`` where a list of them was meant."""
+    if not isinstance(entries, tuple) or not entries:
+        return False
+    first = entries[0]
+    return isinstance(first, str) or task_target(first) is not None
+
+
+def _prepare(
+    target: object, payload: object, spec: JobSpec | None, *, in_batch: bool = False
+) -> PreparedJob:
+    """Resolve the ``add_job`` call shapes to one checked job, with any defaults applied.
+
+    Defaults come, weakest first, from the payload class's ``JOB_SPEC``, then the task's
+    own (when the task is named by its function or ``Task``), then ``spec``.
+    """
     if isinstance(target, str):
-        return prepare_job(target, None if payload is _NO_PAYLOAD else payload, spec)
+        payload = None if payload is _NO_PAYLOAD else payload
+        return prepare_job(target, payload, _with_class_spec(payload, spec))
+    through = task_target(target)
+    if through is not None:
+        payload = None if payload is _NO_PAYLOAD else payload
+        spec = through.defaults.apply(payload, spec, in_batch=in_batch)
+        return prepare_job(through.identifier, payload, _with_class_spec(payload, spec))
+    if isinstance(target, type) and isinstance(getattr(target, "IDENTIFIER", None), str):
+        raise InvalidJobSpecError(
+            f"add_job() got the class {target.__qualname__} itself; pass an instance: "
+            f"add_job({target.__qualname__}(...))"
+        )
     identifier = identifier_of(target)
     if identifier is None:
         raise InvalidJobSpecError(
             f"add_job() got a {type(target).__qualname__} without a task identifier; pass "
-            "add_job('task_name', payload) or give the payload class an IDENTIFIER class "
-            "attribute"
+            "add_job('task_name', payload), add_job(task_function, payload), or give the "
+            "payload class an IDENTIFIER class attribute"
         )
     if payload is not _NO_PAYLOAD:
         raise TypeError(
@@ -110,29 +150,29 @@ def _prepare(target: object, payload: object, spec: JobSpec | None) -> PreparedJ
             "by keyword: add_job(payload, spec=JobSpec(...)); to name the task yourself, "
             "add_job('task_name', payload, spec=...)"
         )
-    return prepare_job(identifier, target, spec)
+    return prepare_job(identifier, target, _with_class_spec(target, spec))
 
 
 def _prepare_entry(entry: object) -> PreparedJob:
+    """One ``add_jobs`` entry; the batch's job-key mode is not the tasks' to choose."""
     if identifier_of(entry) is not None:
         return _prepare(entry, _NO_PAYLOAD, None)
     if isinstance(entry, tuple):
-        if len(entry) == 3:
-            return prepare_job(*entry)
+        if len(entry) == 3 and (isinstance(entry[0], str) or task_target(entry[0]) is not None):
+            return _prepare(*entry, in_batch=True)
         if len(entry) == 2:
             first, second = entry
-            if isinstance(first, str):
-                return prepare_job(first, second, None)
+            if isinstance(first, str) or task_target(first) is not None:
+                return _prepare(first, second, None, in_batch=True)
             return _prepare(first, _NO_PAYLOAD, second)
     raise InvalidJobSpecError(
         f"cannot add {entry!r:.80}: use a typed payload, (typed_payload, spec), "
-        "(identifier, payload) or (identifier, payload, spec)"
+        "(identifier or task, payload) or (identifier or task, payload, spec)"
     )
 
 
 def _prepare_many(entries: Iterable[JobInput]) -> list[PreparedJob]:
-    lone_entry = isinstance(entries, tuple) and bool(entries) and isinstance(entries[0], str)
-    if isinstance(entries, (str, bytes)) or lone_entry or _is_typed(entries):
+    if isinstance(entries, (str, bytes)) or _lone_entry(entries) or _is_typed(entries):
         # A lone (identifier, payload) tuple is an easy slip for [(identifier, payload)].
         raise InvalidJobSpecError(f"add_jobs() takes a list of jobs, not {entries!r:.80}")
     prepared = []
@@ -160,8 +200,7 @@ def _prepare_batch(entries: Iterable[JobInput]) -> jobs_sql.JobBatch:
     if JOB_DECORATORS:  # each payload must pass through them on its own
         return jobs_sql.JobBatch.of(_prepare_many(entries))
     if type(entries) is not list:
-        lone_entry = isinstance(entries, tuple) and bool(entries) and isinstance(entries[0], str)
-        if isinstance(entries, (str, bytes)) or lone_entry or _is_typed(entries):
+        if isinstance(entries, (str, bytes)) or _lone_entry(entries) or _is_typed(entries):
             return jobs_sql.JobBatch.of(_prepare_many(entries))
         entries = list(entries)
     identifiers: list[str] = []
@@ -182,6 +221,9 @@ def _prepare_batch(entries: Iterable[JobInput]) -> jobs_sql.JobBatch:
                     identifier, payload, spec = entry
                 else:
                     raise _Unusual
+                assert isinstance(identifier, str)
+                if type(payload) not in _PLAIN_PAYLOADS and class_job_spec(type(payload)):
+                    raise _Unusual  # defaults to merge: the slow path knows how
                 if identifier not in checked:
                     check_task_identifier(identifier, error=InvalidJobSpecError)
                     checked.add(identifier)
@@ -202,7 +244,8 @@ def _prepare_batch(entries: Iterable[JobInput]) -> jobs_sql.JobBatch:
 
 def _typed_identifier(payload: object, known: dict[type, str]) -> str:
     identifier = identifier_of(payload)
-    if identifier is None:
+    if identifier is None or class_job_spec(type(payload)) is not None:
+        # Not typed, or with defaults to merge: the slow path knows how.
         raise _Unusual
     known[type(payload)] = identifier
     return identifier
@@ -428,7 +471,8 @@ class WorkerUtils(_UtilsBase):
     """Add and administer jobs from async code (asyncio or trio, depending on the driver).
 
     Build one with :meth:`connect` (it then owns its driver: close it with :meth:`aclose`
-    or ``async with``), over a driver you already have (``WorkerUtils(driver)``), or over
+    or ``async with``), over a driver you already have (``WorkerUtils(driver)``) or an
+    application's SQLAlchemy ``Engine``/``AsyncEngine`` (never disposed here), or over
     a SQLAlchemy ``AsyncConnection``/``AsyncSession`` to work inside its transaction.
     """
 
@@ -436,11 +480,17 @@ class WorkerUtils(_UtilsBase):
 
     def __init__(
         self,
-        executor: DatabaseDriver | AsyncExecutor | AsyncBind,
+        executor: DatabaseDriver | AsyncExecutor | AsyncBind | Engine | AsyncEngine,
         *,
         schema: str = DEFAULT_SCHEMA,
     ) -> None:
         super().__init__(schema)
+        if _is_instance(executor, "sqlalchemy.engine", "Engine") or _is_instance(
+            executor, "sqlalchemy.ext.asyncio", "AsyncEngine"
+        ):  # an application's engine: borrow a pooled connection per call
+            from .drivers.sqlalchemy_engine import SQLAlchemyEngineDriver
+
+            executor = SQLAlchemyEngineDriver(cast("Engine | AsyncEngine", executor))
         adapted = _async_executor(executor)
         if adapted is None:
             raise _unsupported(executor, _ASYNC_HINT)
@@ -486,12 +536,17 @@ class WorkerUtils(_UtilsBase):
 
     @overload
     async def add_job(
-        self, identifier: str, payload: object = None, /, *, spec: JobSpec | None = None
+        self,
+        identifier: str | TaskReference,
+        payload: object = None,
+        /,
+        *,
+        spec: JobSpec | None = None,
     ) -> Job: ...
 
     async def add_job(
         self,
-        target: TypedPayload | str,
+        target: TypedPayload | str | TaskReference,
         payload: object = _NO_PAYLOAD,
         /,
         *,
@@ -791,12 +846,17 @@ class SyncWorkerUtils(_UtilsBase):
 
     @overload
     def add_job(
-        self, identifier: str, payload: object = None, /, *, spec: JobSpec | None = None
+        self,
+        identifier: str | TaskReference,
+        payload: object = None,
+        /,
+        *,
+        spec: JobSpec | None = None,
     ) -> Job: ...
 
     def add_job(
         self,
-        target: TypedPayload | str,
+        target: TypedPayload | str | TaskReference,
         payload: object = _NO_PAYLOAD,
         /,
         *,

@@ -33,6 +33,11 @@ TASKS_SOURCE = textwrap.dedent(
     @task("cli_fail")
     async def fail(payload: dict[str, Any]) -> None:
         raise RuntimeError("deliberate failure")
+
+
+    @task("cli_typed")
+    async def typed(payload: list[int]) -> None:
+        pass
     """
 )
 
@@ -101,6 +106,32 @@ def test_every_node_flag_and_the_trio_runtime(
     )  # fmt: skip
     assert "6 completed" in result.stdout
     assert sorted(output.read_text().split()) == [str(number) for number in range(6)]
+
+
+@pytest.mark.parametrize("retry", [False, True])
+def test_undecodable_payloads_fail_for_good_unless_retried(
+    cli: CliCall,
+    database_url: str,
+    sync_connection: psycopg.Connection[Any],
+    tasks_file: Path,
+    retry: bool,
+) -> None:
+    sync_connection.execute("select graphile_worker.add_job('cli_typed', '{\"not\": 1}')")
+    flags = ["--retry-undecodable-payloads"] if retry else []
+
+    result = cli(
+        "run", "--once", *flags, "--tasks", str(tasks_file), "-c", database_url, expect=1 - retry
+    )
+
+    (row,) = sync_connection.execute(
+        "select attempts, max_attempts from graphile_worker._private_jobs"
+    ).fetchall()
+    if retry:
+        assert "1 failed (0 permanently)" in result.stdout
+        assert row == (1, 25)
+    else:
+        assert "1 job(s) failed permanently" in result.stderr
+        assert row == (25, 25)
 
 
 def test_dotted_module_name_from_the_working_directory(

@@ -16,7 +16,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, ClassVar, TypeVar, overload
 
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy import create_engine
+from sqlalchemy.engine import Engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, create_async_engine
 from sqlalchemy.orm import Session
 from typing_extensions import TypeVarTuple, Unpack, assert_type
 
@@ -29,13 +31,19 @@ from graphile_worker import (
     JobSpec,
     MigrationReport,
     SyncWorkerUtils,
+    Task,
     TaskRegistry,
     WorkerUtils,
     cron,
     parse_crontab,
     task,
 )
-from graphile_worker.drivers import AsyncExecutor, DatabaseDriver, create_driver
+from graphile_worker.drivers import (
+    AsyncExecutor,
+    DatabaseDriver,
+    SQLAlchemyEngineDriver,
+    create_driver,
+)
 from graphile_worker.hooks import (
     FailRun,
     JobComplete,
@@ -150,6 +158,26 @@ async def add_jobs_async(utils: WorkerUtils) -> None:
     # A typed payload is the whole payload; it takes no task name first.
     await utils.add_job("send_email", SendEmail(to="e@example.com"), spec)  # type: ignore[call-overload]
     await utils.add_job(spec=spec)  # type: ignore[call-overload]
+
+
+@dataclass
+class SendEmailPayload:
+    """A payload without an IDENTIFIER: the task it goes to is named when adding it."""
+
+    to: str
+
+
+@task(max_attempts=3, queue_name="emails", job_key=lambda payload: f"to:{payload.to}")
+async def send_email_task(payload: SendEmailPayload) -> None: ...
+
+
+async def add_jobs_through_tasks(utils: WorkerUtils, sync_utils: SyncWorkerUtils) -> None:
+    # A decorated function or a Task names the task and brings its defaults.
+    assert_type(await utils.add_job(send_email_task, SendEmailPayload(to="a@b.c")), Job)
+    made = Task.from_function(send_email_task, "other", backoff=lambda attempts: 2.0**attempts)
+    assert_type(await utils.add_job(made, {"to": "a@b.c"}, spec=JobSpec(priority=1)), Job)
+    assert_type(sync_utils.add_job(send_email_task, SendEmailPayload(to="d@e.f")), Job)
+    assert_type(await utils.add_jobs([(send_email_task, SendEmailPayload(to="g@h.i"))]), list[Job])
 
 
 def add_jobs_sync(utils: SyncWorkerUtils) -> None:
@@ -285,6 +313,19 @@ async def run_worker(driver: DatabaseDriver) -> None:
     await Worker(options).run_once(timeout=5)  # type: ignore[call-arg]
 
 
+async def share_the_applications_engine() -> None:
+    engine = create_engine("postgresql+psycopg://localhost/app", pool_size=10, max_overflow=5)
+    async_engine = create_async_engine("postgresql+asyncpg://localhost/app")
+    async with Worker(WorkerOptions(tasks=REGISTRY, driver=engine, max_pool_size=4)):
+        pass
+    await Worker(WorkerOptions(tasks=[resize], driver=async_engine)).run_once()
+    shared: DatabaseDriver = SQLAlchemyEngineDriver(async_engine, max_connections=4)
+    assert_type(SQLAlchemyEngineDriver(engine).engine, Engine | AsyncEngine)
+    await WorkerUtils(shared).add_job("resize", {"image_id": 9})
+    await WorkerUtils(engine).add_job("resize", {"image_id": 10})
+    SQLAlchemyEngineDriver("postgresql://localhost/app")  # type: ignore[arg-type]
+
+
 # ------------------------------------------------------------------ a context for handler tests
 
 
@@ -343,7 +384,7 @@ class FakeContext:
     @overload
     async def add_job(
         self,
-        identifier: str,
+        identifier: str | graphile_worker.TaskReference,
         payload: object = None,
         /,
         *,
@@ -353,7 +394,7 @@ class FakeContext:
 
     async def add_job(
         self,
-        target: graphile_worker.TypedPayload | str,
+        target: graphile_worker.TypedPayload | str | graphile_worker.TaskReference,
         payload: object = None,
         /,
         *,

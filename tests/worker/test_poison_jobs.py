@@ -96,7 +96,8 @@ def add_raw_job(
 def rows(connection: psycopg.Connection[Any]) -> dict[int, dict[str, Any]]:
     """Every job by id, without its payload or flags (never decoded here)."""
     cursor = connection.execute(
-        "select id, attempts, last_error, locked_by, locked_at, length(payload::text) as size"
+        "select id, attempts, max_attempts, last_error, locked_by, locked_at,"
+        " length(payload::text) as size"
         " from graphile_worker._private_jobs order by id"
     )
     names = [column.name for column in cursor.description or ()]
@@ -106,6 +107,14 @@ def rows(connection: psycopg.Connection[Any]) -> dict[int, dict[str, Any]]:
 def assert_failed_once(row: dict[str, Any] | None, last_error: str) -> None:
     assert row is not None, "a failed job stays in the table"
     assert row["attempts"] == 1, "the attempt is spent"
+    assert row["locked_by"] is None and row["locked_at"] is None, "and the job unlocked"
+    assert row["last_error"] == last_error
+
+
+def assert_failed_for_good(row: dict[str, Any] | None, last_error: str) -> None:
+    """A job whose payload (or flags) cannot be decoded: failed at once, not retried."""
+    assert row is not None, "a failed job stays in the table"
+    assert row["attempts"] == row["max_attempts"] == 25, "no attempt is left to retry"
     assert row["locked_by"] is None and row["locked_at"] is None, "and the job unlocked"
     assert row["last_error"] == last_error
 
@@ -148,11 +157,11 @@ async def test_a_payload_nested_too_deep_fails_its_job_alone_and_its_claim_runs(
 
     summary = await Worker(options(driver, counter.tasks, **settings)).run_once()
 
-    assert summary == RunOnceSummary(completed=6, failed=1)
+    assert summary == RunOnceSummary(completed=6, failed=1, permanently_failed=1)
     assert sorted(counter.runs) == list(range(6)), "every other job ran, once"
     left = rows(sync_connection)
     assert list(left) == [poison]
-    assert_failed_once(
+    assert_failed_for_good(
         left[poison],
         f"payload could not be decoded: nested {depth} levels deep; graphile-worker decodes "
         f"JSON nested at most {MAX_DEPTH} levels; the handler was not called (store a "
@@ -176,7 +185,7 @@ async def test_other_undecodable_payloads_fail_their_jobs_alone(
 
     summary = await Worker(options(driver, counter.tasks, **settings)).run_once()
 
-    assert summary == RunOnceSummary(completed=2, failed=2)
+    assert summary == RunOnceSummary(completed=2, failed=2, permanently_failed=2)
     assert sorted(counter.runs) == [0, 1]
     left = rows(sync_connection)
     assert list(left) == [huge_number, not_json]
@@ -188,7 +197,7 @@ async def test_other_undecodable_payloads_fail_their_jobs_alone(
         "payload could not be decoded: not valid JSON (Expecting"
     )
     for row in left.values():
-        assert row["attempts"] == 1 and row["locked_by"] is None
+        assert row["attempts"] == row["max_attempts"] and row["locked_by"] is None
 
 
 async def test_payloads_nested_up_to_the_limit_reach_their_handler(
@@ -236,9 +245,9 @@ async def test_a_payload_too_deep_for_a_recursive_payload_type_fails_cleanly(
     add_raw_job(sync_connection, "grow", tree(20))
     deep = add_raw_job(sync_connection, "grow", tree(MAX_DEPTH // 2 - 1))
     summary = await Worker(options(driver, [grow])).run_once()
-    assert summary == RunOnceSummary(completed=1, failed=1)
+    assert summary == RunOnceSummary(completed=1, failed=1, permanently_failed=1)
     assert depths == [20]
-    assert_failed_once(
+    assert_failed_for_good(
         rows(sync_connection)[deep],
         "task 'grow' cannot decode its payload as Tree: payload: nested too deeply to decode "
         "(Python's recursion limit was reached); send a shallower payload",
@@ -257,7 +266,7 @@ async def test_flags_that_cannot_be_decoded_fail_the_job(
         ('{"a": ' + nested(3000) + "}", job.id),
     )
     summary = await Worker(options(driver, counter.tasks, concurrency=2)).run_once()
-    assert summary == RunOnceSummary(completed=1, failed=1)
+    assert summary == RunOnceSummary(completed=1, failed=1, permanently_failed=1)
     assert counter.runs == [1]
     left = rows(sync_connection)
     assert list(left) == [job.id] and other.id not in left
@@ -297,7 +306,7 @@ async def test_a_batch_job_with_an_undecodable_payload_fails_and_others_run(
     good = await utils.add_job("batch", [1, 2])
     poison = add_raw_job(sync_connection, "batch", nested(3000))
     summary = await Worker(options(driver, [batch], concurrency=2)).run_once()
-    assert summary == RunOnceSummary(completed=1, failed=1)
+    assert summary == RunOnceSummary(completed=1, failed=1, permanently_failed=1)
     assert items == [1, 2]
     left = rows(sync_connection)
     assert good.id not in left

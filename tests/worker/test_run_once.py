@@ -342,10 +342,13 @@ async def test_undecodable_payload_fails_with_a_clear_error(
         calls.append(1)
 
     job = await utils.add_job("typed", {"not": "a list"})
-    assert await Worker(options(driver, [typed])).run_once() == RunOnceSummary(failed=1)
+    summary = await Worker(options(driver, [typed])).run_once()
+    # The same payload would fail the same way again: it fails for good at once.
+    assert summary == RunOnceSummary(failed=1, permanently_failed=1)
     row = job_row(sync_connection, job.id)
     assert row is not None
     assert "'typed'" in row["last_error"] and "list" in row["last_error"]
+    assert row["attempts"] == row["max_attempts"]
     assert calls == []
 
 

@@ -198,6 +198,13 @@ __all__ = ["run_command"]
     "four-hour lock expiry (Node's behaviour).",
 )
 @click.option(
+    "--retry-undecodable-payloads",
+    is_flag=True,
+    help="Retry jobs whose payload does not decode into the task's payload type, with "
+    "back-off, instead of failing them for good at once (while producers and workers are "
+    "deployed out of step).",
+)
+@click.option(
     "-q",
     "--quiet",
     is_flag=True,
@@ -261,6 +268,7 @@ def run_command(
     recovery_delay: int,
     long_running_stale_after: int,
     no_recovery: bool,
+    retry_undecodable_payloads: bool,
     quiet: bool,
     metrics_port: int | None,
     metrics_host: str,
@@ -376,6 +384,7 @@ def run_command(
         recovery=recovery,
         migrate=not no_migrate,
         hooks=() if metrics is None else (metrics,),
+        retry_undecodable_payloads=retry_undecodable_payloads,
     )
     worker = Worker(options)
     if once:

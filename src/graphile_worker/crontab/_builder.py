@@ -14,11 +14,11 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import timedelta
 from typing import Final, Literal, TypeVar
 
+from .._job_defaults import TASK_ATTRIBUTE
 from .._payload import payload_to_json
 from ..errors import CrontabError, InvalidJobSpecError
 from ..spec import JSON, JobKeyMode
 from ..task import Task
-from ..task._registry import TASK_ATTRIBUTE
 from ._checks import (
     check_backfill_period,
     check_identifier,

@@ -8,7 +8,13 @@
 ``"psycopg-threaded"``    asyncio, trio    sync psycopg pool, each call in a worker thread
 ``"psycopg-anyio"``       asyncio, trio    libpq driven on the event loop, no thread
 ``"auto"``                either           asyncpg on asyncio when installed, else psycopg-anyio
+an ``Engine``             asyncio, trio    the application's SQLAlchemy pool, calls in threads
+an ``AsyncEngine``        asyncio          the application's SQLAlchemy pool
 ========================  ===============  ==================================================
+
+An application's SQLAlchemy engine is wrapped by :class:`SQLAlchemyEngineDriver` (which
+``WorkerOptions(driver=engine)`` and ``WorkerUtils(engine)`` do for you), so that a worker
+borrows connections from the application's pool instead of opening its own.
 
 Open one with :func:`create_driver`, either awaited or as an async context manager::
 
@@ -43,6 +49,7 @@ if TYPE_CHECKING:
     from .psycopg import PsycopgDriver as PsycopgDriver
     from .psycopg_anyio import PsycopgAnyioDriver as PsycopgAnyioDriver
     from .psycopg_threaded import PsycopgThreadedDriver as PsycopgThreadedDriver
+    from .sqlalchemy_engine import SQLAlchemyEngineDriver as SQLAlchemyEngineDriver
 
 __all__ = [
     "DRIVER_NAMES",
@@ -51,6 +58,7 @@ __all__ = [
     "Notification",
     "Params",
     "Row",
+    "SQLAlchemyEngineDriver",
     "SyncExecutor",
     "create_driver",
 ]
@@ -62,6 +70,7 @@ _LAZY = {
     "PsycopgThreadedDriver": ("psycopg_threaded", "PsycopgThreadedDriver"),
     "PsycopgAnyioDriver": ("psycopg_anyio", "PsycopgAnyioDriver"),
     "PsycopgSyncExecutor": ("_psycopg_common", "PsycopgSyncExecutor"),
+    "SQLAlchemyEngineDriver": ("sqlalchemy_engine", "SQLAlchemyEngineDriver"),
 }
 
 

@@ -258,14 +258,21 @@ with specs as (
   select
     CAST(spec ->> 'id' AS bigint) as id,
     spec ->> 'message' as message,
-    spec -> 'payload' as payload
+    spec -> 'payload' as payload,
+    CAST(spec ->> 'delay' AS double precision) as delay,
+    spec ->> 'permanent' = 'true' as permanent
   from json_array_elements(CAST(CAST(:specs AS text) AS json)) as specs(spec)
 ),
 failed as (
   update {{schema}}._private_jobs as jobs
   set
     last_error = specs.message,
-    run_at = greatest(now(), jobs.run_at) + exp(least(jobs.attempts, 10)) * interval '1 second',
+    attempts = case when specs.permanent
+      then greatest(jobs.attempts, jobs.max_attempts) else jobs.attempts end,
+    run_at = case when specs.permanent then jobs.run_at
+      else greatest(now(), jobs.run_at) + least(
+        coalesce(specs.delay, exp(least(jobs.attempts, 10))), 31536000
+      ) * interval '1 second' end,
     locked_by = null,
     locked_at = null,
     payload = coalesce(specs.payload, jobs.payload)
@@ -427,11 +434,17 @@ class FailureSpec:
         message: Becomes ``last_error``.
         replacement_payload: For a batch job that failed in part, the items to retry
             (Node's "replacement payload"); ``None`` keeps the payload.
+        delay: Seconds before the next attempt (the task's back-off, at most a year);
+            ``None`` is Node's ``exp(min(attempts, 10))``.
+        permanent: Fail it for good (``attempts = max_attempts``, ``run_at`` kept),
+            whatever is left.
     """
 
     job_id: int
     message: str
     replacement_payload: list[JSON] | None = None
+    delay: float | None = None
+    permanent: bool = False
 
 
 def _failure_json(spec: FailureSpec) -> dict[str, object]:
@@ -439,6 +452,10 @@ def _failure_json(spec: FailureSpec) -> dict[str, object]:
     entry: dict[str, object] = {"id": spec.job_id, "message": spec.message.replace("\x00", "\\0")}
     if spec.replacement_payload is not None:
         entry["payload"] = spec.replacement_payload
+    if spec.delay is not None:
+        entry["delay"] = spec.delay
+    if spec.permanent:
+        entry["permanent"] = True
     return entry
 
 

@@ -15,9 +15,13 @@ from ._batch import BatchResult as BatchResult
 from ._decorator import task as task
 from ._registry import TaskRegistry as TaskRegistry
 from ._registry import load_tasks as load_tasks
+from ._task import MAX_BACKOFF_DAYS as MAX_BACKOFF_DAYS
+from ._task import Backoff as Backoff
 from ._task import Task as Task
 
 __all__ = [
+    "MAX_BACKOFF_DAYS",
+    "Backoff",
     "BatchResult",
     "Task",
     "TaskRegistry",

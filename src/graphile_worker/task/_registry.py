@@ -12,17 +12,14 @@ from __future__ import annotations
 import inspect
 from collections.abc import Iterable, Iterator, Mapping
 from types import ModuleType
-from typing import Final
 
+from .._job_defaults import TASK_ATTRIBUTE
 from ..errors import TaskDefinitionError
 from ._handlers import describe_handler
 from ._import import import_target
 from ._task import Task
 
 __all__ = ["TASK_ATTRIBUTE", "TaskRegistry", "load_tasks"]
-
-TASK_ATTRIBUTE: Final = "__graphile_worker_task__"
-"""The attribute :func:`task` sets on a function: its :class:`Task`."""
 
 
 def _as_task(item: object) -> Task:

@@ -13,13 +13,16 @@ from __future__ import annotations
 import collections.abc
 import dataclasses
 import inspect
+import math
 import typing
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Final
+from collections.abc import Callable, Collection
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, Final, TypeAlias
 
+from .._job_defaults import NO_DEFAULTS, JobDefaults, JobKeyFunction, class_job_spec
 from .._validate import check_task_identifier
 from ..errors import InvalidJobSpecError, PayloadDecodeError, TaskDefinitionError
-from ..spec import JSON
+from ..spec import JSON, JobKeyMode, JobKeyModeName, JobSpec
 from ._batch import BatchResult, batch_outcome
 from ._decode import (
     NO_ANNOTATION,
@@ -37,9 +40,13 @@ if TYPE_CHECKING:
 
     from ..context import WorkerContext
 
-__all__ = ["Task"]
+__all__ = ["MAX_BACKOFF_DAYS", "Backoff", "Task"]
 
 _Invoker = Callable[[object, "WorkerContext"], object]
+
+Backoff: TypeAlias = Callable[[int], "float | timedelta"]
+"""``backoff(attempts)``: how long a job that has failed ``attempts`` times (1 after its
+first failure) waits before its next attempt, in seconds or as a ``timedelta``."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True, eq=False)
@@ -56,6 +63,11 @@ class Task:
         handler: The function or handler class this task was made from.
         payload_type: The annotation payloads are decoded into (``inspect.Parameter.empty``
             for raw JSON; for batch tasks, the type of one item).
+        job_defaults: What jobs added through this task get unless their spec says
+            otherwise (from ``@task(max_attempts=..., ...)`` or the payload class's
+            ``JOB_SPEC``).
+        backoff: The delay before a failed job's next attempt, replacing Node's
+            ``exp(min(attempts, 10))`` seconds; ``None`` keeps Node's.
     """
 
     # Users import it from the package; reprs and docs should say so.
@@ -68,10 +80,29 @@ class Task:
     payload_type: object
     _decoder: Decoder = dataclasses.field(repr=False)
     _invoke: _Invoker = dataclasses.field(repr=False)
+    job_defaults: JobDefaults = NO_DEFAULTS
+    backoff: Backoff | None = dataclasses.field(default=None, repr=False)
+
+    @property
+    def __graphile_worker_task__(self) -> Task:
+        """A task is marked as one, like the functions :func:`task` decorates, so that
+        ``add_job`` recognises both without importing this package."""
+        return self
 
     @classmethod
     def from_function(
-        cls, function: Callable[..., object], identifier: str | None = None, *, batch: bool = False
+        cls,
+        function: Callable[..., object],
+        identifier: str | None = None,
+        *,
+        batch: bool = False,
+        max_attempts: int | None = None,
+        queue_name: str | None = None,
+        priority: int | None = None,
+        job_key: str | JobKeyFunction | None = None,
+        job_key_mode: JobKeyMode | JobKeyModeName | None = None,
+        flags: Collection[str] | None = None,
+        backoff: Backoff | None = None,
     ) -> Task:
         """Make a task of a function taking ``(payload, ctx)``, ``(payload)`` or nothing.
 
@@ -82,9 +113,19 @@ class Task:
                 name.
             batch: The payload is a JSON array; annotate it ``list[Item]`` to decode each
                 item as ``Item``.
+            max_attempts: Default for jobs added through this task (see :func:`task`).
+            queue_name: Default queue for jobs added through this task.
+            priority: Default priority for jobs added through this task.
+            job_key: A fixed key, or a function of the payload returning the key (or
+                ``None``), for jobs added through this task without one.
+            job_key_mode: The mode of those keyed jobs that do not choose their own.
+            flags: Default flags for jobs added through this task.
+            backoff: ``backoff(attempts)`` seconds (or a ``timedelta``) before the next
+                attempt of a failed job, instead of Node's formula.
 
         Raises:
-            TaskDefinitionError: the function cannot be a task handler (see the message).
+            TaskDefinitionError: the function cannot be a task handler, or a policy is
+                invalid (see the message).
         """
         what = describe_handler(function)
         shape = inspect_function(function, what)
@@ -96,14 +137,26 @@ class Task:
             decoder = compile_batch_decoder(payload_type, owner=what)
         else:
             decoder = compile_decoder(payload_type, owner=what)
+        identifier = _checked_identifier(identifier, what)
+        own = _own_defaults(
+            what,
+            max_attempts=max_attempts,
+            queue_name=queue_name,
+            priority=priority,
+            job_key=job_key,
+            job_key_mode=job_key_mode,
+            flags=flags,
+        )
         return cls(
-            identifier=_checked_identifier(identifier, what),
+            identifier=identifier,
             batch=batch,
             is_async=shape.is_async,
             handler=function,
             payload_type=payload_type,
             _decoder=decoder,
             _invoke=_function_invoker(function, shape.arity),
+            job_defaults=_task_defaults(own, payload_type, identifier, batch, what),
+            backoff=_checked_backoff(backoff, what),
         )
 
     @classmethod
@@ -112,6 +165,8 @@ class Task:
 
         The class must be a dataclass or a pydantic model (so it can be built from JSON),
         with a string ``IDENTIFIER`` and ``run(self)`` or ``run(self, ctx)``, plain or async.
+        Optional class attributes: ``JOB_SPEC`` (a :class:`~graphile_worker.JobSpec`, the
+        defaults of its jobs) and ``BACKOFF`` (a :data:`Backoff`, as ``@task(backoff=...)``).
 
         Raises:
             TaskDefinitionError: one of those requirements is not met.
@@ -138,7 +193,37 @@ class Task:
             payload_type=handler_class,
             _decoder=compile_decoder(handler_class, owner=what),
             _invoke=_run_method_invoker(handler_class, identifier, shape.arity),
+            job_defaults=_class_defaults(handler_class, what),
+            backoff=_checked_backoff(getattr(handler_class, "BACKOFF", None), what),
         )
+
+    def retry_delay(self, attempts: int) -> float | None:
+        """Seconds before the next attempt of a job that has failed ``attempts`` times.
+
+        ``None`` means Node's formula (no :attr:`backoff`, or one that failed: a broken
+        back-off function must not lose the job, so it is logged and Node's delay used).
+
+        Raises:
+            ValueError: :attr:`backoff` raised, or returned something that is not a number
+                of seconds or ``timedelta`` from 0 to :data:`MAX_BACKOFF_DAYS` days; the
+                message says which (the worker logs it and uses Node's delay).
+        """
+        if self.backoff is None:
+            return None
+        try:
+            delay = self.backoff(attempts)
+        except Exception as error:
+            raise ValueError(
+                f"the back-off of task {self.identifier!r} raised {type(error).__name__}: {error}"
+            ) from error
+        seconds = _seconds(delay)
+        if seconds is None:
+            raise ValueError(
+                f"the back-off of task {self.identifier!r} returned {delay!r:.80} for attempt "
+                f"{attempts}; it must return a number of seconds or a timedelta, from 0 to "
+                f"{MAX_BACKOFF_DAYS} days"
+            )
+        return seconds
 
     def decode(self, payload: JSON) -> object:
         """Turn a job's JSON payload into what the handler expects.
@@ -220,6 +305,112 @@ def _default_identifier(
     if not isinstance(name, str) or not name.isidentifier():
         raise TaskDefinitionError(f"{what} has no usable name; pass one: task('identifier')")
     return name
+
+
+MAX_BACKOFF_DAYS: Final = 365
+"""The longest delay a back-off may ask for. Anything longer is a bug (a unit mistake, an
+exponent without a cap) and, stored as ``run_at``, could leave PostgreSQL's or Python's
+date range: the failure would not be recorded and the job would stay locked."""
+
+_MAX_BACKOFF_SECONDS: Final = MAX_BACKOFF_DAYS * 86_400.0
+
+
+def _seconds(delay: object) -> float | None:
+    """``delay`` as seconds when it is a usable back-off (0 to a year), else ``None``."""
+    if isinstance(delay, timedelta):
+        seconds: object = delay.total_seconds()
+    else:
+        seconds = delay
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+        return None
+    try:
+        value = float(seconds)  # an int too large for a float raises OverflowError
+    except OverflowError:
+        return None
+    if not math.isfinite(value) or not 0 <= value <= _MAX_BACKOFF_SECONDS:
+        return None
+    return value
+
+
+def _own_defaults(
+    what: str,
+    *,
+    max_attempts: int | None,
+    queue_name: str | None,
+    priority: int | None,
+    job_key: str | JobKeyFunction | None,
+    job_key_mode: JobKeyMode | JobKeyModeName | None,
+    flags: Collection[str] | None,
+) -> JobDefaults:
+    """The defaults given to ``@task``, checked as a :class:`JobSpec` checks them."""
+    if job_key is not None and not isinstance(job_key, str) and not callable(job_key):
+        raise TaskDefinitionError(
+            f"{what}: job_key must be a str or a function of the payload, not {job_key!r:.80}"
+        )
+    key_function = job_key if callable(job_key) else None
+    fixed_key = None if callable(job_key) else job_key
+    try:
+        spec = JobSpec(
+            max_attempts=max_attempts,
+            queue_name=queue_name,
+            priority=priority,
+            job_key=fixed_key,
+            flags=flags,
+        )
+        mode = None
+        if job_key_mode is not None:
+            mode = JobSpec(job_key="k", job_key_mode=job_key_mode).job_key_mode
+    except InvalidJobSpecError as error:
+        raise TaskDefinitionError(f"{what}: {error}") from error
+    assert mode is None or isinstance(mode, JobKeyMode)
+    if spec == JobSpec():
+        if key_function is None and mode is None:
+            return NO_DEFAULTS
+        return JobDefaults(job_key=key_function, job_key_mode=mode)
+    return JobDefaults(spec=spec, job_key=key_function, job_key_mode=mode)
+
+
+def _task_defaults(
+    own: JobDefaults, payload_type: object, identifier: str, batch: bool, what: str
+) -> JobDefaults:
+    """A function task's defaults: its own, or its typed payload class's ``JOB_SPEC``.
+
+    When the payload class routes jobs to this task by itself (its ``IDENTIFIER`` is this
+    task's), ``add_job(Payload(...))`` never sees the task, so defaults given to ``@task``
+    would apply to some jobs and not others depending on how they were added. That is
+    refused: such defaults belong on the class, where every producer sees them.
+    """
+    payload_class = payload_type if isinstance(payload_type, type) and not batch else None
+    if payload_class is None:
+        return own
+    declared = getattr(payload_class, "IDENTIFIER", None)
+    class_defaults = _class_defaults(payload_class, what)
+    if declared != identifier:
+        return own if own is not NO_DEFAULTS else class_defaults
+    if own is not NO_DEFAULTS:
+        raise TaskDefinitionError(
+            f"{what}: jobs for this task are also added as add_job({payload_class.__qualname__}"
+            "(...)), which cannot see defaults given to @task; declare them on the payload "
+            f"class instead: JOB_SPEC: ClassVar[JobSpec] = JobSpec(...)"
+        )
+    return class_defaults
+
+
+def _class_defaults(cls: type, what: str) -> JobDefaults:
+    try:
+        spec = class_job_spec(cls)
+    except InvalidJobSpecError as error:
+        raise TaskDefinitionError(f"{what}: {error}") from error
+    return NO_DEFAULTS if spec is None else JobDefaults(spec=spec)
+
+
+def _checked_backoff(backoff: object, what: str) -> Backoff | None:
+    if backoff is None or callable(backoff):
+        return backoff
+    raise TaskDefinitionError(
+        f"{what}: backoff must be a function of the attempt count returning seconds or a "
+        f"timedelta, not {backoff!r:.80}"
+    )
 
 
 def _checked_identifier(identifier: object, what: str) -> str:

@@ -26,7 +26,8 @@ OutcomeStatus: TypeAlias = Literal["completed", "failed", "permanently_failed", 
 """How a job's last attempt in the run ended.
 
 ``"failed"`` jobs are still in the queue and will be retried after their back-off;
-``"permanently_failed"`` ones used their last attempt and stay in the table, failed.
+``"permanently_failed"`` ones failed for good (their last attempt, a ``PermanentJobError``
+or a payload that cannot be decoded) and stay in the table, failed.
 """
 
 
@@ -107,7 +108,7 @@ class OutcomeCollector(Observer):
         self._record(event.job, "completed")
 
     def on_job_fail(self, event: JobFail) -> None:
-        # next_run_at is None exactly when that was the job's last attempt.
+        # next_run_at is None exactly when the job failed for good.
         status: OutcomeStatus = "failed" if event.next_run_at is not None else "permanently_failed"
         self._record(event.job, status, event.error, event.next_run_at)
 

@@ -49,6 +49,7 @@ async def _lent_driver(options: WorkerOptions) -> AsyncIterator[DatabaseDriver]:
     if isinstance(options.driver, DatabaseDriver):
         yield options.driver
         return
+    assert isinstance(options.driver, str)  # WorkerOptions made an engine into a driver
     driver: DatabaseDriver = await create_driver(
         options.database_url,
         driver=options.driver,

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from anyio.lowlevel import EventLoopToken
     from typing_extensions import TypeVarTuple, Unpack
 
+    from .._job_defaults import TaskReference
     from ..context import WorkerContext
     from ..drivers.base import AsyncExecutor, DatabaseDriver
     from ..hooks._dispatch import Hooks
@@ -203,7 +204,7 @@ class JobContext:
     @overload
     async def add_job(
         self,
-        identifier: str,
+        identifier: str | TaskReference,
         payload: object = None,
         /,
         *,
@@ -213,7 +214,7 @@ class JobContext:
 
     async def add_job(
         self,
-        target: TypedPayload | str,
+        target: TypedPayload | str | TaskReference,
         payload: object = _NO_PAYLOAD,
         /,
         *,

@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from time import perf_counter
 from typing import TYPE_CHECKING, Literal
 
@@ -28,7 +28,14 @@ import anyio
 
 from .._error_text import error_text
 from .._json import UndecodableJson
-from ..errors import JobAbortedError, JobError, PayloadDecodeError, UnknownTaskError
+from ..errors import (
+    BatchFailedError,
+    JobAbortedError,
+    JobError,
+    PayloadDecodeError,
+    PermanentJobError,
+    UnknownTaskError,
+)
 from ..hooks import Failed, JobStart, SkipRun, Succeeded
 
 if TYPE_CHECKING:
@@ -45,6 +52,7 @@ from ._context import AbortSignal
 __all__ = ["Attempt", "attempt_job", "log_outcome"]
 
 ContextFactory = Callable[["Job", object], "WorkerContext"]
+
 
 _logger = logging.getLogger("graphile_worker.worker")
 
@@ -64,12 +72,19 @@ class Attempt:
         error: Why it failed; ``None`` otherwise.
         replacement_payload: The items of a batch job left to retry, or ``None``.
         duration: Seconds from the start of the handler to its end (0 when it never ran).
+        delay: Seconds before the next attempt, from the task's back-off; ``None`` for
+            Node's formula.
+        permanent: The failure is final whatever attempts are left (a
+            :class:`~graphile_worker.PermanentJobError`, or a payload that cannot be
+            decoded).
     """
 
     kind: Literal["completed", "failed", "interrupted"]
     error: BaseException | None = None
     replacement_payload: list[JSON] | None = None
     duration: float = 0.0
+    delay: float | None = None
+    permanent: bool = False
 
 
 async def attempt_job(
@@ -81,11 +96,14 @@ async def attempt_job(
     abort: AbortSignal,
     worker_id: str,
     limiter: CapacityLimiter,
+    retry_undecodable: bool = False,
 ) -> Attempt:
     """Run one attempt at ``job`` and say how it ended; only cancellation propagates.
 
     ``limiter`` bounds the threads of plain ``def`` handlers; the runner sizes it to its
     concurrency so that sync jobs never queue behind anyio's shared 40-thread limit.
+    ``retry_undecodable`` retries a payload that does not decode, instead of failing it
+    for good at once.
     """
     if task is None:
         # Claims only ever return jobs for known tasks; this guards a registry change.
@@ -143,7 +161,54 @@ async def attempt_job(
         return Attempt("completed", duration=duration)
     if replacement is not None and not _storable(replacement, job, worker_id):
         replacement = None
-    return Attempt("failed", _recordable(outcome.error), replacement, duration)
+    failure = outcome.error
+    # Only the payload's own decoding failure: a PayloadDecodeError a handler raises about
+    # data of its own is retried like any error.
+    undecodable = failure is decode_error and isinstance(failure, PayloadDecodeError)
+    if _is_permanent(failure) or (undecodable and not retry_undecodable):
+        return Attempt("failed", _recordable(failure), replacement, duration, permanent=True)
+    delay = None
+    if task.backoff is not None and job.attempts < job.max_attempts:
+        delay = _backoff(task, job, worker_id)
+    return Attempt("failed", _recordable(failure), replacement, duration, delay)
+
+
+def _is_permanent(error: BaseException) -> bool:
+    """A :class:`PermanentJobError`, or a batch or exception group made only of them.
+
+    A group comes from a handler's task group whose children raised; it is permanent only
+    when every exception in it is, as a batch is only when every failed item is.
+    """
+    if isinstance(error, PermanentJobError):
+        return True
+    if isinstance(error, BatchFailedError):
+        items: Sequence[object] = error.errors
+    else:
+        # An exception group, recognised by its shape: the builtin on Python 3.11 and
+        # later, the backport before.
+        grouped = getattr(error, "exceptions", None)
+        if not isinstance(grouped, tuple):
+            return False
+        items = grouped
+    return bool(items) and all(
+        isinstance(item, BaseException) and _is_permanent(item) for item in items
+    )
+
+
+def _backoff(task: Task, job: Job, worker_id: str) -> float | None:
+    """The task's delay before the next attempt; Node's (``None``) when its back-off fails."""
+    try:
+        return task.retry_delay(job.attempts)
+    except ValueError as error:
+        _logger.error(
+            "Job %s (%s): %s; using the default back-off instead",
+            job.id,
+            job.task_identifier,
+            error,
+            exc_info=error.__cause__,
+            extra=job_fields(job, worker_id),
+        )
+        return None
 
 
 def _is_worker_cancellation(error: BaseException) -> bool:
@@ -271,12 +336,13 @@ def log_outcome(logger: logging.Logger, job: Job, attempt: Attempt, worker_id: s
         error = attempt.error
         assert error is not None
         logger.error(
-            "Failed task %s (%s, %.2fms, attempt %d of %d) with error '%s'",
+            "Failed task %s (%s, %.2fms, attempt %d of %d%s) with error '%s'",
             job.id,
             job.task_identifier,
             milliseconds,
             job.attempts,
             job.max_attempts,
+            ", failed for good without retrying" if attempt.permanent else "",
             error_text(error),
             exc_info=error if error.__traceback__ is not None else None,
             extra=job_fields(job, worker_id, attempt.duration),

@@ -12,7 +12,7 @@ import logging
 import math
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from types import MappingProxyType
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from .._validate import check_flags
 from ..drivers._opener import canonical_driver_name
@@ -27,6 +27,9 @@ from ._cron_source import CrontabSource, resolve_crontab
 from ._local_queue_options import LocalQueueOptions, check_batch_delay, check_local_queue
 
 if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
     from ..crontab import CronItem
     from ..hooks import Observer, Plugin
 
@@ -55,6 +58,11 @@ def _positive_int(name: str, value: object) -> int:
     return value
 
 
+def _is_sqlalchemy(value: object) -> bool:
+    # By module, so that SQLAlchemy is imported only when the application already did.
+    return type(value).__module__.startswith("sqlalchemy.")
+
+
 def _check_flags(value: object) -> ForbiddenFlags:
     # A function is asked before each claim; only a fixed collection can be checked now.
     if callable(value):
@@ -75,10 +83,14 @@ class WorkerOptions:
         driver: A driver name (``"auto"``, ``"asyncpg"``, ``"psycopg"``,
             ``"psycopg-threaded"``, ``"psycopg-anyio"``), opened for each run and closed
             after it, or an open :class:`~graphile_worker.drivers.DatabaseDriver` the
-            application owns (it is never closed by the worker).
+            application owns (it is never closed by the worker), or the application's
+            SQLAlchemy ``Engine``/``AsyncEngine``, whose pool the worker then borrows from
+            (made into a :class:`~graphile_worker.drivers.SQLAlchemyEngineDriver` here).
         schema: The graphile-worker schema.
         concurrency: How many jobs run at the same time (Node's ``concurrentJobs``).
         max_pool_size: Connections in the pool the worker opens (``LISTEN`` uses one more).
+            With a SQLAlchemy engine as ``driver``: the most connections the worker borrows
+            from the engine's pool at once (``LISTEN`` holds one more).
         poll_interval: Seconds between polls when no notification arrives. Notifications
             and a timer for delayed jobs start most jobs long before a poll would.
         forbidden_flags: Jobs carrying any of these flags are not claimed; see
@@ -131,6 +143,12 @@ class WorkerOptions:
             registers, heartbeats, and hands back the jobs of workers that stopped
             heartbeating. ``None`` turns it off: the worker neither registers nor sweeps,
             and its jobs are left to Node's four-hour lock expiry if it dies.
+        retry_undecodable_payloads: Retry a job whose payload does not decode into its
+            handler's payload type, as any failure is retried. By default it fails for good
+            at once: the same payload fails the same way every time, and 25 attempts over
+            three days only delay the alert. Turn it on while producers and workers are
+            deployed out of step (new payload fields reaching old workers): the job then
+            waits, backing off, for a worker that can read it.
         cron_clock: Where the cron scheduler reads the time and sleeps (default: the system
             clock). Tests pass a
             :class:`~graphile_worker.worker.ManualCronClock` to move through
@@ -142,7 +160,7 @@ class WorkerOptions:
 
     tasks: TaskRegistry | Iterable[object]
     database_url: str | None = None
-    driver: str | DatabaseDriver = "auto"
+    driver: str | DatabaseDriver | Engine | AsyncEngine = "auto"
     schema: str = DEFAULT_SCHEMA
     concurrency: int = 1
     max_pool_size: int = 10
@@ -166,6 +184,7 @@ class WorkerOptions:
     crontab: CrontabSource = None
     cron_clock: CronClock | None = None
     recovery: RecoveryOptions | None = dataclasses.field(default_factory=RecoveryOptions)
+    retry_undecodable_payloads: bool = False
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # frozen: normalise fields once, here
@@ -189,13 +208,19 @@ class WorkerOptions:
             raise ConfigurationError(f"listen_url must be a str, not {self.listen_url!r}")
         if isinstance(self.driver, str):
             canonical_driver_name(self.driver)
-        elif not isinstance(self.driver, DatabaseDriver):
+        elif not isinstance(self.driver, DatabaseDriver) and not _is_sqlalchemy(self.driver):
             raise ConfigurationError(
-                f"driver must be a driver name or an open DatabaseDriver, not {self.driver!r:.80}"
+                f"driver must be a driver name, an open DatabaseDriver or a SQLAlchemy "
+                f"Engine/AsyncEngine, not {self.driver!r:.80}"
             )
         quote_identifier(self.schema)
         _positive_int("concurrency", self.concurrency)
         _positive_int("max_pool_size", self.max_pool_size)
+        if _is_sqlalchemy(self.driver):
+            from ..drivers.sqlalchemy_engine import SQLAlchemyEngineDriver
+
+            engine: Any = self.driver
+            set_(self, "driver", SQLAlchemyEngineDriver(engine, max_connections=self.max_pool_size))
         set_(
             self,
             "poll_interval",
@@ -263,7 +288,8 @@ class RunOnceSummary:
         completed: Jobs that succeeded (or that a ``before_job_run`` hook skipped) and were
             removed from the queue.
         failed: Failed attempts, recorded with back-off (includes ``permanently_failed``).
-        permanently_failed: Failed attempts that were the job's last.
+        permanently_failed: Failed attempts after which the job failed for good (its last
+            attempt, a ``PermanentJobError``, a payload that cannot be decoded).
         interrupted: Jobs cut short by a stop and released without spending an attempt.
     """
 

@@ -191,7 +191,15 @@ class OutcomeRecorder:
         error = attempt.error
         assert error is not None
         failure = _Failure(
-            job, error, FailureSpec(job.id, error_text(error), attempt.replacement_payload)
+            job,
+            error,
+            FailureSpec(
+                job.id,
+                error_text(error),
+                attempt.replacement_payload,
+                attempt.delay,
+                attempt.permanent,
+            ),
         )
         if self._batch_failures or self.troubled:
             self._failures.add(failure)
@@ -250,15 +258,29 @@ class OutcomeRecorder:
         # Count every attempt first, so the counts are right even if a hook is slow.
         for item in items:
             self.failed += 1
-            if item.job.attempts >= item.job.max_attempts:
+            if _final(item, recorded.get(item.job.id)):
                 self.permanently_failed += 1
         if not self._hooks:
             return
         for item in items:
             job, error = item.job, item.error
-            final = job.attempts >= job.max_attempts
             released = recorded.get(job.id)
+            final = _final(item, released)
+            if final and item.spec.permanent and job.attempts < job.max_attempts:
+                # Failed for good with attempts left: observers see the job as stored.
+                job = dataclasses.replace(job, attempts=job.max_attempts)
             next_run_at = None if final or released is None else released.run_at
             await self._hooks.notify(JobFail(self._worker_id, job, error, next_run_at))
             if final:
                 await self._hooks.notify(JobPermanentlyFail(self._worker_id, job, error))
+
+
+def _final(item: _Failure, released: Released | None) -> bool:
+    """Whether the failure recorded for ``item`` leaves its job failed for good.
+
+    Read from the row the statement returned when there is one (``max_attempts`` may have
+    been changed since the claim); from the claimed job and the failure otherwise.
+    """
+    if released is not None and released.max_attempts is not None:
+        return released.attempts >= released.max_attempts
+    return item.spec.permanent or item.job.attempts >= item.job.max_attempts

@@ -126,6 +126,7 @@ class WorkerRun:
             forbidden_flags=options.forbidden_flags,
             use_local_time=options.use_local_time,
             logger=logger,
+            hooks=hooks,
         )
         # Local-queue events are built only when an observer watches them; the queue hands
         # them over synchronously and the claim loop delivers them (_deliver_events).
@@ -162,6 +163,7 @@ class WorkerRun:
         )
         self.abort = AbortSignal()
         self._threads = anyio.CapacityLimiter(options.concurrency)
+        self._retry_undecodable = options.retry_undecodable_payloads
         self._wake = anyio.Event()
         self._running: dict[int, Job] = {}  # handed to the slots: waiting or running
         self._slots = Slots(
@@ -615,6 +617,7 @@ class WorkerRun:
                 abort=self.abort,
                 worker_id=self._worker_id,
                 limiter=self._threads,
+                retry_undecodable=self._retry_undecodable,
             )
             if attempt.kind != "interrupted":
                 settled = True

@@ -245,6 +245,7 @@ class Worker:
         if isinstance(configured, DatabaseDriver):
             yield configured
             return
+        assert isinstance(configured, str)  # WorkerOptions made an engine into a driver
         listen_url = self._options.listen_url
         driver: DatabaseDriver = await create_driver(
             with_application_name(resolve_url(self._options.database_url), self._worker_id),
