@@ -21,6 +21,7 @@ dead pooled connections are skipped, and a misfit engine or runtime is refused c
 
 from __future__ import annotations
 
+import threading
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
@@ -70,9 +71,39 @@ def make_engine(database_url: str, driver_name: str, **arguments: Any) -> Engine
         for name in ("pool_size", "max_overflow", "pool_timeout"):
             settings.pop(name, None)
     url = engine_url(database_url, dialect)
+    made: Engine | AsyncEngine
     if is_async:
-        return create_async_engine(url, **settings)
-    return sqlalchemy.create_engine(url, **settings)
+        made = create_async_engine(url, **settings)
+    else:
+        made = sqlalchemy.create_engine(url, **settings)
+    _count_checkouts(made)
+    return made
+
+
+class _Lent:
+    """Connections an engine has lent out, counted by its pool's checkout/checkin events."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._lock = threading.Lock()  # a sync engine lends from worker threads
+
+    def checkout(self, *_: object) -> None:
+        with self._lock:
+            self.count += 1
+
+    def checkin(self, *_: object) -> None:
+        with self._lock:
+            self.count -= 1
+
+
+_LENT: dict[int, _Lent] = {}
+
+
+def _count_checkouts(engine: Engine | AsyncEngine) -> None:
+    target = engine.sync_engine if isinstance(engine, AsyncEngine) else engine
+    lent = _LENT[id(target)] = _Lent()
+    sqlalchemy.event.listen(target, "checkout", lent.checkout)
+    sqlalchemy.event.listen(target, "checkin", lent.checkin)
 
 
 async def dispose(engine: Engine | AsyncEngine) -> None:
@@ -86,12 +117,15 @@ async def dispose(engine: Engine | AsyncEngine) -> None:
 def borrowed(engine: Engine | AsyncEngine, connection: psycopg.Connection[Any]) -> int:
     """Connections the engine has lent out now.
 
-    A pooling engine counts them itself (``pool.checkedout()``); a ``NullPool`` engine opens
-    a connection per checkout and closes it on return, so its open backends are the count.
+    A pooling engine counts them itself (``pool.checkedout()``). A ``NullPool`` engine does
+    not, and counting its open backends in ``pg_stat_activity`` would overcount: a backend
+    outlives its client's close for a moment. Its pool's checkout and checkin events are
+    counted instead (see :func:`make_engine`).
     """
     pool: Any = engine.pool
     if isinstance(pool, NullPool):
-        return len(backends(connection))
+        target = engine.sync_engine if isinstance(engine, AsyncEngine) else engine
+        return _LENT[id(target)].count
     count: int = pool.checkedout()
     return count
 

@@ -283,7 +283,40 @@ def _check_out_sync(engine: Engine, errors: ErrorMap, *, autocommit: bool) -> Co
     raise ConnectionLostError("every connection the engine's pool handed out was dead")
 
 
-class _SyncTransaction:
+class _Forwarding:
+    """The executor methods, each a call of ``_call`` with its name: the driver and both
+    kinds of transaction differ only in how a call reaches a connection."""
+
+    __slots__ = ()
+
+    async def _call(self, method: str, *args: Any) -> Any:
+        raise NotImplementedError
+
+    async def execute(self, sql: str, params: Params | None = None) -> int:
+        """Run one statement; return the rows it affected (or -1)."""
+        result: int = await self._call("execute", sql, params)
+        return result
+
+    async def fetch(self, sql: str, params: Params | None = None) -> list[Row]:
+        """Run one statement and return every row."""
+        rows: list[Row] = await self._call("fetch", sql, params)
+        return rows
+
+    async def fetchrow(self, sql: str, params: Params | None = None) -> Row | None:
+        """Run one statement and return its first row, or ``None``."""
+        row: Row | None = await self._call("fetchrow", sql, params)
+        return row
+
+    async def fetchval(self, sql: str, params: Params | None = None) -> Any:
+        """Run one statement and return the first column of its first row, or ``None``."""
+        return await self._call("fetchval", sql, params)
+
+    async def execute_script(self, sql: str) -> None:
+        """Run several ``;``-separated statements without parameters."""
+        await self._call("execute_script", sql)
+
+
+class _SyncTransaction(_Forwarding):
     """A transaction on one connection of a sync engine, one statement per thread hop."""
 
     __slots__ = ("_connection", "_failed", "_grace", "_last")
@@ -315,24 +348,6 @@ class _SyncTransaction:
         except Exception:
             self._failed = True
             raise
-
-    async def execute(self, sql: str, params: Params | None = None) -> int:
-        result: int = await self._call("execute", sql, params)
-        return result
-
-    async def fetch(self, sql: str, params: Params | None = None) -> list[Row]:
-        rows: list[Row] = await self._call("fetch", sql, params)
-        return rows
-
-    async def fetchrow(self, sql: str, params: Params | None = None) -> Row | None:
-        row: Row | None = await self._call("fetchrow", sql, params)
-        return row
-
-    async def fetchval(self, sql: str, params: Params | None = None) -> Any:
-        return await self._call("fetchval", sql, params)
-
-    async def execute_script(self, sql: str) -> None:
-        await self._call("execute_script", sql)
 
     async def finish(self, *, commit: bool) -> None:
         """Commit (or roll back) and return the connection; shielded, always returns it."""
@@ -384,7 +399,7 @@ async def _invalidate_async_quietly(connection: AsyncConnection) -> None:
         await _close_async_quietly(connection)
 
 
-class _AsyncTransaction:
+class _AsyncTransaction(_Forwarding):
     """The executor of a transaction on an ``AsyncConnection``; remembers failed statements.
 
     PostgreSQL answers ``COMMIT`` after a failed statement with ``ROLLBACK`` and no error,
@@ -411,24 +426,6 @@ class _AsyncTransaction:
         except Exception:
             self.failed = True
             raise
-
-    async def execute(self, sql: str, params: Params | None = None) -> int:
-        result: int = await self._call("execute", sql, params)
-        return result
-
-    async def fetch(self, sql: str, params: Params | None = None) -> list[Row]:
-        rows: list[Row] = await self._call("fetch", sql, params)
-        return rows
-
-    async def fetchrow(self, sql: str, params: Params | None = None) -> Row | None:
-        row: Row | None = await self._call("fetchrow", sql, params)
-        return row
-
-    async def fetchval(self, sql: str, params: Params | None = None) -> Any:
-        return await self._call("fetchval", sql, params)
-
-    async def execute_script(self, sql: str) -> None:
-        await self._call("execute_script", sql)
 
 
 # ------------------------------------------------------------------------------- LISTEN
@@ -523,7 +520,7 @@ def _listen_sync(connection: Connection, channels: Sequence[str]) -> Any:
 
 
 @final
-class SQLAlchemyEngineDriver(DriverBase):
+class SQLAlchemyEngineDriver(_Forwarding, DriverBase):
     """A :class:`~graphile_worker.drivers.DatabaseDriver` that borrows from an application's engine.
 
     Pass it, or the engine itself, as ``WorkerOptions(driver=...)`` or to ``WorkerUtils``.
@@ -695,29 +692,6 @@ class SQLAlchemyEngineDriver(DriverBase):
         finally:
             call.detach()
             _close_quietly(connection)
-
-    async def execute(self, sql: str, params: Params | None = None) -> int:
-        """Run one statement in autocommit mode; return the rows it affected (or -1)."""
-        result: int = await self._call("execute", sql, params)
-        return result
-
-    async def fetch(self, sql: str, params: Params | None = None) -> list[Row]:
-        """Run one statement in autocommit mode and return every row."""
-        rows: list[Row] = await self._call("fetch", sql, params)
-        return rows
-
-    async def fetchrow(self, sql: str, params: Params | None = None) -> Row | None:
-        """Run one statement in autocommit mode and return its first row, or ``None``."""
-        row: Row | None = await self._call("fetchrow", sql, params)
-        return row
-
-    async def fetchval(self, sql: str, params: Params | None = None) -> Any:
-        """Run one statement and return the first column of its first row, or ``None``."""
-        return await self._call("fetchval", sql, params)
-
-    async def execute_script(self, sql: str) -> None:
-        """Run several ``;``-separated statements without parameters."""
-        await self._call("execute_script", sql)
 
     # ------------------------------------------------------------------------- transaction
 
