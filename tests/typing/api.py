@@ -326,6 +326,36 @@ async def share_the_applications_engine() -> None:
     SQLAlchemyEngineDriver("postgresql://localhost/app")  # type: ignore[arg-type]
 
 
+# ------------------------------------------------------------------- operations and observability
+
+
+async def operate(utils: WorkerUtils, sync_utils: SyncWorkerUtils) -> None:
+    from starlette.applications import Starlette
+
+    import graphile_worker.otel
+    from graphile_worker import GrantReport
+    from graphile_worker.admin import AdminAuth, admin_app
+    from graphile_worker.prometheus import MetricsServer, PrometheusPlugin
+
+    report = await utils.grant("app_worker", read_only=False, dry_run=True)
+    assert_type(report, GrantReport)
+    assert_type(report.sql, str)
+    assert_type(sync_utils.grant("dashboard", read_only=True).applied, bool)
+
+    app = admin_app(utils, auth=AdminAuth.basic("s3cret"), read_only=True)
+    assert_type(app, Starlette)
+    admin_app("postgresql://localhost/app", auth=AdminAuth.bearer("token"))
+    admin_app(utils)  # type: ignore[call-arg]
+
+    metrics = PrometheusPlugin(depth=False, namespace="jobs")
+    with MetricsServer(metrics, port=9464):
+        pass
+    graphile_worker.otel.instrument()
+    tracing = graphile_worker.otel.TracingPlugin(parent="child", debug_spans=True)
+    await Worker(WorkerOptions(tasks=[resize], hooks=[metrics, tracing])).run_once()
+    graphile_worker.otel.TracingPlugin(parent="sibling")  # type: ignore[arg-type]
+
+
 # ------------------------------------------------------------------ a context for handler tests
 
 
