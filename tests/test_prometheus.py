@@ -156,6 +156,36 @@ class TestLiveWorker:
         assert value(registry, "graphile_worker_jobs_completed_total", task="prom_ok") == 5
         assert value(registry, "graphile_worker_local_queue_jobs") == 0
 
+    @pytest.mark.anyio
+    async def test_local_queue_gauge_counts_each_job_out_as_it_leaves_memory(
+        self, driver_name: str, driver: DatabaseDriver, utils: WorkerUtils
+    ) -> None:
+        """Out when it starts, or when it fails before starting (here: a bad payload)."""
+        from graphile_worker.hooks import JobFetch
+        from graphile_worker.hooks._dispatch import Hooks
+        from graphile_worker.worker import LocalQueueOptions
+
+        registry = CollectorRegistry()
+        plugin = PrometheusPlugin(registry, depth=False)
+        seen: list[float | None] = []
+
+        @task("prom_counted")
+        async def counted(payload: dict[str, int]) -> None:
+            seen.append(value(registry, "graphile_worker_local_queue_jobs"))
+
+        await utils.add_jobs(
+            [("prom_counted", {"n": 1}), ("prom_counted", [2]), ("prom_counted", {"n": 3})]
+        )
+        await utils.add_job("prom_counted", {"n": 4})
+        worker = Worker(
+            options(driver, [counted], hooks=[plugin], local_queue=LocalQueueOptions(size=10))
+        )
+        assert await worker.run_once() == RunOnceSummary(
+            completed=3, failed=1, permanently_failed=1
+        )
+        assert seen == [3, 1, 0]
+        assert not Hooks([plugin]).watching(JobFetch), "no per-job fetch event is needed"
+
 
 class TestDepth:
     """The depth collector runs in the scraping thread, on no event loop: plain sync tests."""

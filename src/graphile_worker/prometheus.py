@@ -39,7 +39,6 @@ from .errors import ConfigurationError
 from .hooks import (
     JobComplete,
     JobFail,
-    JobFetch,
     JobInterrupted,
     JobPermanentlyFail,
     JobStart,
@@ -156,12 +155,17 @@ class PrometheusPlugin(Plugin, Observer):
     def on_worker_shutdown(self, event: WorkerShutdown) -> None:
         self._shutdown_reason = event.reason
 
-    def on_job_fetch(self, event: JobFetch) -> None:
-        # A job leaves the local queue (when there is one) just before it is fetched.
+    # Every job taken from the local queue ends up in exactly one of: on_job_start, or the
+    # first outcome of a job that never started (a payload or hook failure, a skipped run,
+    # a stop). Each of those counts it out of the local-queue gauge, so the plugin needs no
+    # per-job JobFetch event (one event less to build and dispatch for every job).
+
+    def _left_local_queue(self) -> None:
         if self._local_held > 0:
             self._local_held -= 1
 
     def on_job_start(self, event: JobStart) -> None:
+        self._left_local_queue()
         job = event.job
         counts = self._task(job.task_identifier)
         self._running_jobs[job.id] = (time.monotonic(), counts)
@@ -171,7 +175,8 @@ class PrometheusPlugin(Plugin, Observer):
         counts.start_latency.observe(max(0.0, time.time() - due.timestamp()))
 
     def on_job_complete(self, event: JobComplete) -> None:
-        self._finished(event.job.id)
+        if self._finished(event.job.id) is None:
+            self._left_local_queue()  # a run a hook skipped
         counts = self._task(event.job.task_identifier)
         counts.completed += 1
         counts.run_completed.observe(event.duration)
@@ -183,12 +188,15 @@ class PrometheusPlugin(Plugin, Observer):
         # A job failed before its handler ran (a payload or hook error) has no run time.
         if started is not None:
             counts.run_failed.observe(time.monotonic() - started)
+        else:
+            self._left_local_queue()
 
     def on_job_permanently_fail(self, event: JobPermanentlyFail) -> None:
         self._task(event.job.task_identifier).permanently_failed += 1
 
     def on_job_interrupted(self, event: JobInterrupted) -> None:
-        self._finished(event.job.id)
+        if self._finished(event.job.id) is None:
+            self._left_local_queue()
         self._task(event.job.task_identifier).interrupted += 1
 
     def on_local_queue_fetched(self, event: LocalQueueFetched) -> None:
