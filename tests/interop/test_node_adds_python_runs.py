@@ -156,12 +156,13 @@ class TestEveryField:
 
         summary = await run_python_once(interop_url, schema, driver_name)
 
-        assert (summary.completed, summary.failed) == (1, 1)
+        assert (summary.completed, summary.failed, summary.permanently_failed) == (1, 1, 1)
         decoded = seen_by_python(db)[node_id(good)].job["decoded"]
         assert decoded == {"type": "TypedRecord", "text": "from node", "amount": 2.5}
         (left,) = jobs(db, schema)
         assert left["id"] == node_id(bad)
-        assert left["attempts"] == 1
+        # Failed for good at once, as Node reads it too: attempts reached max_attempts.
+        assert left["attempts"] == left["max_attempts"] == 25
         # A clear message, readable by anyone looking at the job (Node's tools included).
         assert "typed_record" in left["last_error"]
         assert "unexpected" in left["last_error"]
