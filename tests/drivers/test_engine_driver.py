@@ -130,9 +130,12 @@ def borrowed(engine: Engine | AsyncEngine, connection: psycopg.Connection[Any]) 
     return count
 
 
-@pytest.fixture
-async def engine(database_url: str, driver_name: str) -> AsyncIterator[Engine | AsyncEngine]:
-    """The application's engine for this pair, disposed by the test, as an application would."""
+@pytest.fixture(name="engine")
+async def engine_fixture(
+    database_url: str, driver_name: str
+) -> AsyncIterator[Engine | AsyncEngine]:
+    """The application's engine for this pair, disposed by the test, as an application would
+    (never by the driver). The worker tests import it too."""
     created = make_engine(database_url, driver_name)
     try:
         yield created

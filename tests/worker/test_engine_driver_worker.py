@@ -10,7 +10,6 @@ from the engine, or at start-up, never by a poll.
 from __future__ import annotations
 
 import operator
-from collections.abc import AsyncIterator
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +27,13 @@ from graphile_worker.utils import WorkerUtils
 from graphile_worker.worker import Worker, WorkerOptions
 
 from ..drivers.test_dead_connections import kill_every_backend
-from ..drivers.test_engine_driver import app_query, borrowed, dispose, make_engine
+from ..drivers.test_engine_driver import (  # noqa: F401 - engine_fixture is a fixture
+    app_query,
+    borrowed,
+    dispose,
+    engine_fixture,
+    make_engine,
+)
 from .conftest import eventually, job_rows, options
 
 if TYPE_CHECKING:
@@ -39,16 +44,6 @@ pytestmark = pytest.mark.anyio
 
 PROMPTLY = 5.0
 """Seconds within which a job must run: far below the 10-second poll interval."""
-
-
-@pytest.fixture
-async def engine(database_url: str, driver_name: str) -> AsyncIterator[Engine | AsyncEngine]:
-    """The application's engine; the application disposes of it, never the worker."""
-    created = make_engine(database_url, driver_name)
-    try:
-        yield created
-    finally:
-        await dispose(created)
 
 
 def engine_options(engine: Engine | AsyncEngine, tasks: list[object], **overrides: Any) -> Any:
